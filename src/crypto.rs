@@ -1,0 +1,130 @@
+//! Random tokens, SHA-256, and argon2id password hashing with a limit on how many hashes run at
+//! once, so sign-ins cannot starve the other requests of CPU and memory bandwidth.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// A random 256-bit token, hex-encoded.
+pub fn random_token() -> String {
+    hex(&random_bytes::<32>())
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // The OS random source failing is not something a request can recover from.
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
+    buf
+}
+
+/// A random number of `digits` decimal digits (leading zeros kept), for PINs.
+pub fn random_digits(digits: usize) -> String {
+    let mut out = String::with_capacity(digits);
+    while out.len() < digits {
+        let [b] = random_bytes::<1>();
+        // Reject 250..=255 so every digit is equally likely.
+        if b < 250 {
+            out.push(char::from(b'0' + b % 10));
+        }
+    }
+    out
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// At most two argon2 computations at once: each uses 19 MiB and two saturate memory bandwidth on
+/// the machines Carepost targets.
+const CONCURRENT_HASHES: usize = 2;
+
+struct HashPermits {
+    in_use: Mutex<usize>,
+    freed: Condvar,
+}
+
+fn with_hash_permit<T>(work: impl FnOnce() -> T) -> T {
+    static PERMITS: OnceLock<HashPermits> = OnceLock::new();
+    let permits = PERMITS.get_or_init(|| HashPermits {
+        in_use: Mutex::new(0),
+        freed: Condvar::new(),
+    });
+    {
+        let mut in_use = permits.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        while *in_use >= CONCURRENT_HASHES {
+            in_use = permits.freed.wait(in_use).unwrap_or_else(|e| e.into_inner());
+        }
+        *in_use += 1;
+    }
+    let result = work();
+    let mut in_use = permits.in_use.lock().unwrap_or_else(|e| e.into_inner());
+    *in_use -= 1;
+    permits.freed.notify_one();
+    result
+}
+
+/// argon2id with the OWASP parameters (19 MiB, t=2, p=1), as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    with_hash_permit(|| {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| format!("password hashing failed: {e}"))
+    })
+}
+
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    with_hash_permit(|| match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    })
+}
+
+/// A hash of a random password, verified against when an email has no account so that a wrong
+/// address costs the same time as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_token()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_round_trip() {
+        let phc = hash_password("Correct horse 1").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password("Correct horse 1", &phc));
+        assert!(!verify_password("Correct horse 2", &phc));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_and_pins() {
+        assert_eq!(random_token().len(), 64);
+        assert_ne!(random_token(), random_token());
+        let pin = random_digits(6);
+        assert_eq!(pin.len(), 6);
+        assert!(pin.chars().all(|c| c.is_ascii_digit()));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,112 @@
+//! Calendar dates and UTC timestamps (Howard Hinnant's civil-date algorithms), so dates of birth
+//! and times shown to users need no date crate.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A date typed as YYYY-MM-DD, checked to exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    pub fn parse(text: &str) -> Option<Date> {
+        let mut parts = text.trim().splitn(3, '-');
+        let year: i64 = parts.next()?.parse().ok()?;
+        let month: u32 = parts.next()?.parse().ok()?;
+        let day: u32 = parts.next()?.parse().ok()?;
+        if !(1850..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 {
+            return None;
+        }
+        let date = Date { year, month, day };
+        (civil_from_days(days_from_civil(year, month, day)) == (year, month, day)).then_some(date)
+    }
+
+    pub fn from_timestamp(ts: i64) -> Date {
+        let (year, month, day) = civil_from_days(ts.div_euclid(86_400));
+        Date { year, month, day }
+    }
+
+    /// Whole years between this date (a birth date) and `today`.
+    pub fn age_on(&self, today: Date) -> i64 {
+        let mut age = today.year - self.year;
+        if (today.month, today.day) < (self.month, self.day) {
+            age -= 1;
+        }
+        age
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// `2026-11-28 14:03:07Z` for logs and pages.
+pub fn format_timestamp(ts: i64) -> String {
+    let date = Date::from_timestamp(ts);
+    let secs = ts.rem_euclid(86_400);
+    format!(
+        "{date} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-800_000, -1, 0, 1, 10_957, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn parses_real_dates_only() {
+        assert_eq!(Date::parse("2024-02-29").map(|d| d.to_string()).as_deref(), Some("2024-02-29"));
+        assert_eq!(Date::parse("2023-02-29"), None);
+        assert_eq!(Date::parse("2023-13-01"), None);
+        assert_eq!(Date::parse("not a date"), None);
+        assert_eq!(Date::parse("1800-01-01"), None);
+    }
+
+    #[test]
+    fn age() {
+        let birth = Date::parse("2008-11-29").unwrap();
+        assert_eq!(birth.age_on(Date::parse("2026-11-28").unwrap()), 17);
+        assert_eq!(birth.age_on(Date::parse("2026-11-29").unwrap()), 18);
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00Z");
+    }
+}

@@ -1,0 +1,244 @@
+//! Staff users, portal accounts and their access to patient records, and the sign-in throttle.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+#[derive(Clone, Debug)]
+pub struct Staff {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub degree: String,
+    pub access_level: u8,
+    pub is_admin: bool,
+    pub active: bool,
+}
+
+const STAFF_COLUMNS: &str = "id, email, name, degree, access_level, is_admin, active";
+
+fn staff_from_row(r: &Row) -> rusqlite::Result<Staff> {
+    Ok(Staff {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        name: r.get(2)?,
+        degree: r.get(3)?,
+        access_level: r.get(4)?,
+        is_admin: r.get(5)?,
+        active: r.get(6)?,
+    })
+}
+
+pub struct NewStaff<'a> {
+    pub email: &'a str,
+    pub name: &'a str,
+    pub degree: &'a str,
+    pub access_level: u8,
+    pub is_admin: bool,
+    pub password_hash: &'a str,
+}
+
+pub fn insert_staff(conn: &Connection, new: &NewStaff, now: i64) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO staff (email, name, degree, access_level, is_admin, password_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            new.email,
+            new.name,
+            new.degree,
+            new.access_level,
+            new.is_admin,
+            new.password_hash,
+            now
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The active staff user with this id (a deactivated one is not found: their sessions end).
+pub fn active_staff(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
+    conn.query_row(
+        &format!("SELECT {STAFF_COLUMNS} FROM staff WHERE id = ?1 AND active = 1"),
+        [id],
+        staff_from_row,
+    )
+    .optional()
+}
+
+pub fn staff_by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option<Staff>> {
+    conn.query_row(
+        &format!("SELECT {STAFF_COLUMNS} FROM staff WHERE email = ?1"),
+        [email],
+        staff_from_row,
+    )
+    .optional()
+}
+
+/// (id, password hash) of the active staff user signing in with this email.
+pub fn staff_credentials(conn: &Connection, email: &str) -> rusqlite::Result<Option<(i64, String)>> {
+    conn.query_row(
+        "SELECT id, password_hash FROM staff WHERE email = ?1 AND active = 1",
+        [email],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+#[derive(Clone, Debug)]
+pub struct PortalAccount {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+}
+
+pub fn insert_portal_account(
+    conn: &Connection,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO portal_account (email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![email, name, password_hash, now],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn portal_account(conn: &Connection, id: i64) -> rusqlite::Result<Option<PortalAccount>> {
+    conn.query_row(
+        "SELECT id, email, name FROM portal_account WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(PortalAccount {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                name: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
+pub fn portal_credentials(conn: &Connection, email: &str) -> rusqlite::Result<Option<(i64, String)>> {
+    conn.query_row(
+        "SELECT id, password_hash FROM portal_account WHERE email = ?1",
+        [email],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+/// One patient record a portal account reaches, as themselves or as a caregiver.
+#[derive(Clone, Debug)]
+pub struct PatientAccess {
+    pub patient_id: i64,
+    pub patient_name: String,
+    pub role: String,
+    pub relationship: String,
+    pub active: bool,
+}
+
+impl PatientAccess {
+    pub fn is_caregiver(&self) -> bool {
+        self.role == "caregiver"
+    }
+}
+
+/// Every record this account reaches or once reached, active first, by patient name.
+pub fn accesses_for_account(
+    conn: &Connection,
+    account_id: i64,
+) -> rusqlite::Result<Vec<PatientAccess>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.patient_id, p.first_name || ' ' || p.last_name, a.role, a.relationship,
+                a.status = 'active'
+           FROM portal_access a JOIN patient p ON p.id = a.patient_id
+          WHERE a.account_id = ?1
+          ORDER BY a.status = 'active' DESC, a.role = 'self' DESC, p.first_name, p.id",
+    )?;
+    let rows = stmt.query_map([account_id], |r| {
+        Ok(PatientAccess {
+            patient_id: r.get(0)?,
+            patient_name: r.get(1)?,
+            role: r.get(2)?,
+            relationship: r.get(3)?,
+            active: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn grant_access(
+    conn: &Connection,
+    account_id: i64,
+    patient_id: i64,
+    role: &str,
+    relationship: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO portal_access (account_id, patient_id, role, relationship, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, 'active', ?5)
+         ON CONFLICT (account_id, patient_id)
+         DO UPDATE SET status = 'active', role = excluded.role,
+                       relationship = excluded.relationship, revoked_at = NULL",
+        params![account_id, patient_id, role, relationship, now],
+    )?;
+    Ok(())
+}
+
+/// When a sign-in for this address is next allowed, if it is locked now.
+pub fn throttle_locked_until(
+    conn: &Connection,
+    audience: &str,
+    email: &str,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT locked_until FROM login_throttle
+          WHERE audience = ?1 AND email = ?2 AND locked_until > ?3",
+        params![audience, email, now],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Counts a failed sign-in and returns the number of failures so far.
+pub fn throttle_record_failure(
+    conn: &Connection,
+    audience: &str,
+    email: &str,
+    now: i64,
+    forget_after: i64,
+) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "INSERT INTO login_throttle (audience, email, failures, locked_until, last_failure_at)
+         VALUES (?1, ?2, 1, 0, ?3)
+         ON CONFLICT (audience, email) DO UPDATE SET
+             failures = CASE WHEN last_failure_at < ?3 - ?4 THEN 1 ELSE failures + 1 END,
+             last_failure_at = ?3
+         RETURNING failures",
+        params![audience, email, now, forget_after],
+        |r| r.get(0),
+    )
+}
+
+pub fn throttle_lock(
+    conn: &Connection,
+    audience: &str,
+    email: &str,
+    until: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE login_throttle SET locked_until = ?3 WHERE audience = ?1 AND email = ?2",
+        params![audience, email, until],
+    )?;
+    Ok(())
+}
+
+pub fn throttle_clear(conn: &Connection, audience: &str, email: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM login_throttle WHERE audience = ?1 AND email = ?2",
+        params![audience, email],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Carepost: secure messaging between a small medical practice and its patients.
+//! The command line: serve (the default), demo, admin, check-config.
+
+mod auth;
+mod clock;
+mod config;
+mod crypto;
+mod dates;
+mod db;
+mod demo;
+mod error;
+mod logger;
+mod staff;
+mod web;
+
+use clap::{Parser, Subcommand};
+use clock::Clock;
+use config::Config;
+use db::DataDir;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "carepost", version, about = "Secure messaging between a practice and its patients")]
+struct Cli {
+    /// Configuration file (TOML); see config.example.toml.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Data folder (overrides `data` and CAREPOST_DATA).
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<String>,
+    /// Address and port to listen on (overrides `listen` and CAREPOST_LISTEN).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the practice view and the patient portal (the default).
+    Serve {
+        /// Seed the demo practice into an empty data folder first.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Same as `serve --demo`.
+    Demo,
+    /// Administrator accounts.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+    /// Check the configuration and exit.
+    CheckConfig,
+    /// Print an example configuration file with every option and its default.
+    ExampleConfig,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator (and name the practice on a new install). Idempotent: an existing
+    /// administrator with this email is left as it is. The password is read from standard input,
+    /// or asked for twice on a terminal.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Degree or title, e.g. MD or Practice manager.
+        #[arg(long, default_value = "")]
+        degree: String,
+        /// Access level 1-4 (1 front office, 2 clinical, 3 NP/PA, 4 physician).
+        #[arg(long, default_value_t = 1)]
+        level: u8,
+        /// The practice's name; required when the practice is not set up yet.
+        #[arg(long, default_value = "")]
+        practice: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("carepost: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut config = Config::load(cli.config.as_deref(), &|name| std::env::var(name).ok())?;
+    if let Some(data) = &cli.data {
+        config.data = data.clone();
+    }
+    if let Some(listen) = &cli.listen {
+        config.listen = listen.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        None => serve(config, false),
+        Some(Command::Serve { demo }) => serve(config, demo),
+        Some(Command::Demo) => serve(config, true),
+        Some(Command::CheckConfig) => {
+            println!("The configuration is valid.");
+            Ok(())
+        }
+        Some(Command::ExampleConfig) => {
+            print!("{}", config::example_toml());
+            Ok(())
+        }
+        Some(Command::Admin {
+            action:
+                AdminCommand::Create {
+                    email,
+                    name,
+                    degree,
+                    level,
+                    practice,
+                },
+        }) => {
+            let data = DataDir::open(&config.data_dir())?;
+            let password = read_new_password()?;
+            let new = staff::NewAdministrator {
+                practice_name: &practice,
+                name: &name,
+                email: &email,
+                degree: &degree,
+                access_level: level,
+                password: &password,
+                password_again: &password,
+            };
+            let mut conn = data.connect()?;
+            match staff::create_administrator(&mut conn, &new, None, Clock::system().now()) {
+                Ok(Ok(staff::Created::New(_))) => {
+                    println!("Administrator {email} created.");
+                    Ok(())
+                }
+                Ok(Ok(staff::Created::AlreadyExists(_))) => {
+                    println!("Administrator {email} already exists; nothing changed.");
+                    Ok(())
+                }
+                Ok(Err(errors)) => Err(errors
+                    .iter()
+                    .map(|(field, message)| format!("{}: {message}", field.replace('_', " ")))
+                    .collect::<Vec<_>>()
+                    .join(" ")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// A new password: asked twice without echo on a terminal, else the first line of stdin.
+fn read_new_password() -> Result<String, String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = prompt_hidden("Password: ")?;
+    let second = prompt_hidden("Password again: ")?;
+    if first != second {
+        return Err("The two passwords are not the same.".into());
+    }
+    Ok(first)
+}
+
+fn prompt_hidden(prompt: &str) -> Result<String, String> {
+    use std::os::unix::io::AsRawFd;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let fd = std::io::stdin().as_raw_fd();
+    // SAFETY: termios is plain data filled by tcgetattr; echo is restored before returning.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let have_tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    if have_tty {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if have_tty {
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    eprintln!();
+    read.map_err(|e| format!("cannot read the password: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Validity of the first-run setup link.
+const SETUP_LINK_SECS: i64 = 30 * 60;
+
+fn serve(config: Config, demo: bool) -> Result<(), String> {
+    logger::init(&config.log_level);
+    let clock = Clock::system();
+    let data = DataDir::open(&config.data_dir())?;
+    let mut conn = data.connect()?;
+    let seeded = if demo {
+        let password = std::env::var("CAREPOST_DEMO_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
+        Some(demo::seed(&mut conn, password, clock.now())?)
+    } else {
+        None
+    };
+    let setup_token = if db::practice::get(&conn)
+        .map_err(|e| format!("cannot read the database: {e}"))?
+        .is_none()
+    {
+        Some(
+            db::practice::new_setup_token(&conn, clock.now() + SETUP_LINK_SECS)
+                .map_err(|e| format!("cannot create the setup link: {e}"))?,
+        )
+    } else {
+        None
+    };
+    drop(conn);
+    web::serve(config, data, clock, |base| {
+        if let Some(seeded) = &seeded {
+            print!("{}", demo::logins_text(base, seeded));
+        }
+        if let Some(token) = &setup_token {
+            // Printed, not logged: the link is a credential.
+            println!(
+                "First-run setup: open {base}/setup/{token} within 30 minutes to name the \
+                 practice and create the first administrator."
+            );
+        }
+        let _ = std::io::stdout().flush();
+    })
+}

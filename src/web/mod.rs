@@ -1,0 +1,209 @@
+//! The HTTP side: the server loop, one wrapper that every request passes through (request id,
+//! routing, error pages, security headers, logging), and the shared pieces handlers use.
+
+pub mod assets;
+pub mod csrf;
+pub mod form;
+pub mod portal;
+pub mod practice;
+pub mod routes;
+pub mod session;
+pub mod setup;
+pub mod signin;
+pub mod transport;
+pub mod views;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::{self, DataDir, Pool};
+use crate::error::AppError;
+use rouille::{Request, Response};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What every handler can reach.
+pub struct App {
+    pub config: Config,
+    pub pool: Pool,
+    pub clock: Clock,
+    pub schema_version: i64,
+}
+
+/// Starts serving and returns when a SIGINT or SIGTERM has been handled: new connections are
+/// refused, requests in flight finish, and the write-ahead log is folded into the database.
+/// `announce` is called with the public base URL once the address is bound.
+pub fn serve(
+    mut config: Config,
+    data: DataDir,
+    clock: Clock,
+    announce: impl FnOnce(&str),
+) -> Result<(), String> {
+    let workers = usize::try_from(config.workers).unwrap_or(8);
+    let pool = Pool::new(&data, workers)?;
+    let listen = config.listen.clone();
+    let idle = Duration::from_secs(config.idle_connection_seconds);
+    // Bind first: the handler needs the App, and the App needs the address actually bound.
+    let slot: Arc<OnceLock<App>> = Arc::new(OnceLock::new());
+    let handler_slot = Arc::clone(&slot);
+    let server = rouille::Server::new(&listen, move |request| match handler_slot.get() {
+        Some(app) => handle(app, request),
+        None => Response::text("starting").with_status_code(503),
+    })
+    .map_err(|e| describe_bind_error(&listen, &*e))?
+    .pool_size(workers);
+    let addr = server.server_addr();
+    let listener = transport::harden(addr, idle)?;
+    if config.public_url.is_empty() {
+        config.public_url = format!("http://{addr}");
+    }
+    let app = slot.get_or_init(|| App {
+        config,
+        pool,
+        clock,
+        schema_version: data.schema_version,
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+    announce(app.config.public_base());
+    println!("listening on http://{addr}");
+    log::info!("listening on http://{addr} with {workers} workers");
+
+    let mut last_sweep = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        server.poll_timeout(Duration::from_millis(100));
+        if last_sweep.elapsed() > Duration::from_secs(600) {
+            last_sweep = Instant::now();
+            session::sweep_expired(app);
+        }
+    }
+    log::info!("shutting down: no new connections, finishing requests in flight");
+    transport::stop_accepting(listener);
+    server.poll_timeout(Duration::from_millis(50));
+    server.join();
+    drop(server);
+    data.checkpoint()?;
+    log::info!("stopped cleanly");
+    Ok(())
+}
+
+fn describe_bind_error(listen: &str, e: &(dyn std::error::Error + Send + Sync)) -> String {
+    let text = e.to_string();
+    if text.contains("in use") {
+        format!(
+            "Cannot listen on {listen}: the address is already in use. Stop the other program or \
+             choose another address with --listen."
+        )
+    } else {
+        format!("Cannot listen on {listen} ({text}): choose another address with --listen.")
+    }
+}
+
+static REQUEST_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Every request passes through here.
+pub fn handle(app: &App, request: &Request) -> Response {
+    let id = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+    crate::logger::with_request_id(id, || handle_logged(app, request))
+}
+
+fn handle_logged(app: &App, request: &Request) -> Response {
+    let started = Instant::now();
+    let found = routes::find(request.method(), &request.url());
+    let pattern = found.as_ref().map_or("-", |f| f.pattern);
+    let outcome = match found {
+        Some(found) => {
+            // A panic is a bug; it still answers with our error page and headers, and the
+            // worker thread lives on.
+            let call = std::panic::AssertUnwindSafe(|| (found.handler)(app, request, &found.params));
+            std::panic::catch_unwind(call).unwrap_or_else(|_| {
+                Err(AppError::Internal("handler panicked".into()))
+            })
+        }
+        None => Err(routes::not_routed(request.method(), &request.url())),
+    };
+    let response = match outcome {
+        Ok(response) => response,
+        Err(error) => respond_error(app, request, error),
+    };
+    let response = with_security_headers(response, &app.config);
+    // The route pattern, never the raw URL: URLs can carry one-time tokens.
+    log::info!(
+        target: "carepost::request",
+        "{} {} {} {}ms",
+        request.method(),
+        pattern,
+        response.status_code,
+        started.elapsed().as_millis()
+    );
+    response
+}
+
+/// The one place where an error becomes an HTTP response.
+fn respond_error(app: &App, request: &Request, error: AppError) -> Response {
+    let ctx = views::layout::Context::public(app);
+    let (status, title, text) = match &error {
+        AppError::NotFound => (404, "Page not found", "There is nothing here. Check the address, or go back to the start page.".to_owned()),
+        AppError::BadRequest(message) => (400, "Request not understood", message.clone()),
+        AppError::CsrfRejected => (403, "Form expired", "This form has expired or did not come from Carepost, so nothing was changed. Go back, reload the page and try again.".to_owned()),
+        AppError::Forbidden => (403, "Not allowed", "Your account does not give access to this page.".to_owned()),
+        AppError::PayloadTooLarge { limit } => (413, "Too large", format!("What was sent is larger than the {} bytes this form accepts, so nothing was saved.", limit)),
+        AppError::SignInRequired { portal, expired } => {
+            let login = if *portal { "/portal/login" } else { "/practice/login" };
+            let target = if *expired { format!("{login}?expired=1") } else { login.to_owned() };
+            let mut response = Response::redirect_303(target);
+            if *expired {
+                response = session::clear_cookie(response, app, if *portal { db::sessions::Audience::Portal } else { db::sessions::Audience::Staff });
+            }
+            return response;
+        }
+        AppError::Internal(detail) => {
+            log::error!("{} failed: {detail}", request.method());
+            (500, "Something went wrong", "Carepost could not complete this request and nothing was changed. Try again in a moment; if it keeps happening, tell the practice.".to_owned())
+        }
+    };
+    views::layout::message_page(&ctx, title, &text).with_status_code(status)
+}
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// Security headers on every response, in one place.
+pub fn with_security_headers(mut response: Response, config: &Config) -> Response {
+    let cacheable = response
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("Cache-Control") && v.contains("immutable"));
+    response.headers.retain(|(k, _)| {
+        !k.eq_ignore_ascii_case("Cache-Control") || cacheable
+    });
+    let mut headers = vec![
+        ("Content-Security-Policy", CSP),
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Cross-Origin-Resource-Policy", "same-origin"),
+        ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+    ];
+    if !cacheable {
+        // Pages may carry patient information: never stored by the browser or a proxy.
+        headers.push(("Cache-Control", "no-store"));
+    }
+    if config.secure_cookies() {
+        headers.push(("Strict-Transport-Security", "max-age=31536000"));
+    }
+    for (name, value) in headers {
+        response.headers.push((name.into(), value.into()));
+    }
+    response
+}
+
+/// Renders maud markup as an HTML page response.
+pub fn html(markup: maud::Markup) -> Response {
+    Response::html(markup.into_string())
+}

@@ -1,0 +1,48 @@
+//! The practice view (staff).
+
+use super::routes::Params;
+use super::views::layout::{page, Context};
+use super::{html, session, signin, App};
+use crate::db::sessions::Audience;
+use crate::error::AppResult;
+use maud::html;
+use rouille::{Request, Response};
+
+pub fn login_form(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
+    signin::form(app, request, Audience::Staff)
+}
+
+pub fn login_submit(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
+    signin::submit(app, request, Audience::Staff)
+}
+
+pub fn logout(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
+    signin::logout(app, request, Audience::Staff)
+}
+
+pub fn access_level_label(level: u8) -> &'static str {
+    match level {
+        1 => "Level 1 – front office / billing",
+        2 => "Level 2 – clinical staff",
+        3 => "Level 3 – NP/PA",
+        _ => "Level 4 – physician",
+    }
+}
+
+pub fn home(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
+    let caller = session::staff(app, request)?;
+    let ctx = Context::practice(app, &caller);
+    let staff = &caller.staff;
+    Ok(html(page(
+        &ctx,
+        "Practice home",
+        html! {
+            h1 { "Welcome, " (staff.name) }
+            dl.facts {
+                dt { "Access" } dd { (access_level_label(staff.access_level)) }
+                @if !staff.degree.is_empty() { dt { "Degree or title" } dd { (staff.degree) } }
+                @if staff.is_admin { dt { "Role" } dd { "Administrator" } }
+            }
+        },
+    )))
+}

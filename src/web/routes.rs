@@ -1,0 +1,124 @@
+//! Every route of both views, in one table.
+
+use super::{assets, portal, practice, setup, App};
+use crate::error::{AppError, AppResult};
+use rouille::{Request, Response};
+
+pub type Handler = fn(&App, &Request, &Params) -> AppResult<Response>;
+
+/// The path segments captured by `{name}` in a pattern, in order.
+pub struct Params(Vec<String>);
+
+impl Params {
+    pub fn get(&self, index: usize) -> &str {
+        self.0.get(index).map_or("", String::as_str)
+    }
+
+    /// A captured id; anything that is not a positive number is simply not found.
+    pub fn id(&self, index: usize) -> AppResult<i64> {
+        self.get(index)
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(AppError::NotFound)
+    }
+}
+
+pub struct Route {
+    pub method: &'static str,
+    pub pattern: &'static str,
+    pub handler: Handler,
+}
+
+const fn route(method: &'static str, pattern: &'static str, handler: Handler) -> Route {
+    Route {
+        method,
+        pattern,
+        handler,
+    }
+}
+
+pub const ROUTES: &[Route] = &[
+    route("GET", "/", setup::start_page),
+    route("GET", "/healthz", assets::health),
+    route("GET", "/assets/{file}", assets::serve),
+    route("GET", "/setup/{token}", setup::form),
+    route("POST", "/setup/{token}", setup::submit),
+    // Practice view
+    route("GET", "/practice/login", practice::login_form),
+    route("POST", "/practice/login", practice::login_submit),
+    route("POST", "/practice/logout", practice::logout),
+    route("GET", "/practice", practice::home),
+    // Patient portal
+    route("GET", "/portal/login", portal::login_form),
+    route("POST", "/portal/login", portal::login_submit),
+    route("POST", "/portal/logout", portal::logout),
+    route("GET", "/portal", portal::home),
+    route("POST", "/portal/acting", portal::switch_patient),
+];
+
+pub struct Found {
+    pub pattern: &'static str,
+    pub handler: Handler,
+    pub params: Params,
+}
+
+pub fn find(method: &str, path: &str) -> Option<Found> {
+    let method = if method == "HEAD" { "GET" } else { method };
+    ROUTES.iter().find_map(|route| {
+        if route.method != method {
+            return None;
+        }
+        matches(route.pattern, path).map(|params| Found {
+            pattern: route.pattern,
+            handler: route.handler,
+            params,
+        })
+    })
+}
+
+fn matches(pattern: &str, path: &str) -> Option<Params> {
+    let mut params = Vec::new();
+    let mut want = pattern.split('/');
+    let mut have = path.split('/');
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return Some(Params(params)),
+            (Some(w), Some(h)) if w.starts_with('{') => {
+                if h.is_empty() {
+                    return None;
+                }
+                params.push(h.to_owned());
+            }
+            (Some(w), Some(h)) if w == h => {}
+            _ => return None,
+        }
+    }
+}
+
+/// No route: 405 when the path exists for another method, else 404.
+pub fn not_routed(method: &str, path: &str) -> AppError {
+    let known_path = ROUTES.iter().any(|r| matches(r.pattern, path).is_some());
+    if known_path {
+        AppError::BadRequest(format!("This address does not accept a {method} request."))
+    } else {
+        AppError::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching() {
+        assert!(find("GET", "/").is_some());
+        assert!(find("GET", "/practice").is_some());
+        assert!(find("GET", "/practice/").is_none());
+        let found = find("GET", "/setup/abc").unwrap();
+        assert_eq!(found.params.get(0), "abc");
+        assert!(find("GET", "/setup/").is_none());
+        assert!(find("HEAD", "/healthz").is_some());
+        assert!(find("DELETE", "/practice").is_none());
+    }
+}

@@ -1,0 +1,162 @@
+//! The page frame shared by the practice view and the portal: practice name, who is signed in,
+//! navigation, and the embedded stylesheet.
+
+use super::csrf_field;
+use crate::db::practice;
+use crate::web::{assets, App};
+use maud::{html, Markup, DOCTYPE};
+use rouille::Response;
+
+pub enum View {
+    Public,
+    Practice {
+        user_name: String,
+        csrf: String,
+        is_admin: bool,
+    },
+    Portal {
+        account_name: String,
+        csrf: String,
+        /// "Alex Rivera" or "Riley Morgan (as caregiver)".
+        acting_for: Option<String>,
+    },
+}
+
+pub struct Context {
+    pub practice_name: Option<String>,
+    pub view: View,
+}
+
+impl Context {
+    pub fn public(app: &App) -> Context {
+        Context {
+            practice_name: practice_name(app),
+            view: View::Public,
+        }
+    }
+
+    pub fn practice(app: &App, caller: &crate::web::session::StaffCaller) -> Context {
+        Context {
+            practice_name: practice_name(app),
+            view: View::Practice {
+                user_name: caller.staff.name.clone(),
+                csrf: caller.session.csrf_token.clone(),
+                is_admin: caller.staff.is_admin,
+            },
+        }
+    }
+
+    pub fn portal(app: &App, caller: &crate::web::session::PortalCaller) -> Context {
+        Context {
+            practice_name: practice_name(app),
+            view: View::Portal {
+                account_name: caller.account.name.clone(),
+                csrf: caller.session.csrf_token.clone(),
+                acting_for: caller.acting.as_ref().map(|a| {
+                    if a.is_caregiver() {
+                        format!("{} (as caregiver)", a.patient_name)
+                    } else {
+                        a.patient_name.clone()
+                    }
+                }),
+            },
+        }
+    }
+}
+
+fn practice_name(app: &App) -> Option<String> {
+    let conn = app.pool.get();
+    practice::get(&conn).ok().flatten().map(|p| p.name)
+}
+
+/// A whole page: `title` names where the user is, then the practice.
+pub fn page(ctx: &Context, title: &str, body: Markup) -> Markup {
+    let practice = ctx.practice_name.as_deref().unwrap_or("Carepost");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " – " (practice) }
+                link rel="stylesheet" href=(assets::css_url());
+            }
+            body {
+                a.skip-link href="#main" { "Skip to content" }
+                header.site-header {
+                    div.bar {
+                        span.practice-name { (practice) }
+                        (user_bar(ctx))
+                    }
+                    (navigation(ctx))
+                }
+                main #main {
+                    (body)
+                }
+                footer.site-footer {
+                    p { "Carepost – secure messaging with your practice" }
+                }
+            }
+        }
+    }
+}
+
+fn user_bar(ctx: &Context) -> Markup {
+    match &ctx.view {
+        View::Public => html! {},
+        View::Practice { user_name, csrf, .. } => html! {
+            div.user {
+                span { "Signed in as " strong { (user_name) } }
+                form.inline method="post" action="/practice/logout" {
+                    (csrf_field(csrf))
+                    button.link-button type="submit" { "Sign out" }
+                }
+            }
+        },
+        View::Portal { account_name, csrf, acting_for } => html! {
+            div.user {
+                span { "Signed in as " strong { (account_name) } }
+                @if let Some(name) = acting_for {
+                    span.acting { "Viewing " strong { (name) } }
+                }
+                form.inline method="post" action="/portal/logout" {
+                    (csrf_field(csrf))
+                    button.link-button type="submit" { "Sign out" }
+                }
+            }
+        },
+    }
+}
+
+fn navigation(ctx: &Context) -> Markup {
+    match &ctx.view {
+        View::Public => html! {},
+        View::Practice { .. } => html! {
+            nav aria-label="Practice" {
+                ul {
+                    li { a href="/practice" { "Home" } }
+                }
+            }
+        },
+        View::Portal { .. } => html! {
+            nav aria-label="Portal" {
+                ul {
+                    li { a href="/portal" { "Home" } }
+                }
+            }
+        },
+    }
+}
+
+/// A page with a heading and one paragraph, for errors and notices.
+pub fn message_page(ctx: &Context, title: &str, text: &str) -> Response {
+    crate::web::html(page(
+        ctx,
+        title,
+        html! {
+            h1 { (title) }
+            p { (text) }
+            p { a href="/" { "Go to the start page" } }
+        },
+    ))
+}
