@@ -83,6 +83,12 @@ pub fn serve(
     }
     log::info!("shutting down: no new connections, finishing requests in flight");
     transport::stop_accepting(listener);
+    // Requests still arriving on open connections are served until those connections end (the
+    // watch thread closes silent ones), for at most the grace period.
+    let grace_until = Instant::now() + idle.min(Duration::from_secs(10));
+    while Instant::now() < grace_until && !transport::connections_on_port(addr.port()).is_empty() {
+        server.poll_timeout(Duration::from_millis(50));
+    }
     server.poll_timeout(Duration::from_millis(50));
     server.join();
     drop(server);

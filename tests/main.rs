@@ -1,0 +1,6 @@
+//! Integration tests: each module starts the real `carepost` binary and speaks HTTP to it.
+
+mod harness;
+
+mod foundation;
+mod transport;
