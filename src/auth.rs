@@ -55,13 +55,17 @@ pub fn sign_in(
         accounts::throttle_clear(conn, who, &email)?;
         return Ok(SignIn::Accepted(id));
     }
-    let failures =
-        accounts::throttle_record_failure(conn, who, &email, now, FAILURE_WINDOW_SECS)?;
+    let failures = accounts::throttle_record_failure(conn, who, &email, now, FAILURE_WINDOW_SECS)?;
     if failures >= LOCK_AFTER {
         accounts::throttle_lock(conn, who, &email, now + LOCK_SECS)?;
     } else if failures >= SLOW_DOWN_AFTER {
         // 5 s, then 10 s: enough to make guessing slow, short enough not to annoy a person.
-        accounts::throttle_lock(conn, who, &email, now + 5 * (failures - SLOW_DOWN_AFTER + 1))?;
+        accounts::throttle_lock(
+            conn,
+            who,
+            &email,
+            now + 5 * (failures - SLOW_DOWN_AFTER + 1),
+        )?;
     }
     Ok(SignIn::Refused)
 }

@@ -153,12 +153,11 @@ impl Config {
     ) -> Result<Config, String> {
         let mut config = Config::default();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read the config file {}: {e}", path.display())
-            })?;
-            config.apply_toml(&text).map_err(|e| {
-                format!("config file {}: {e}", path.display())
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+            config
+                .apply_toml(&text)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?;
         }
         config.set_from_env(lookup)?;
         config.validate()?;

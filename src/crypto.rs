@@ -66,7 +66,10 @@ fn with_hash_permit<T>(work: impl FnOnce() -> T) -> T {
     {
         let mut in_use = permits.in_use.lock().unwrap_or_else(|e| e.into_inner());
         while *in_use >= CONCURRENT_HASHES {
-            in_use = permits.freed.wait(in_use).unwrap_or_else(|e| e.into_inner());
+            in_use = permits
+                .freed
+                .wait(in_use)
+                .unwrap_or_else(|e| e.into_inner());
         }
         *in_use += 1;
     }

@@ -18,11 +18,41 @@ pub struct DemoStaff {
 }
 
 pub const STAFF: &[DemoStaff] = &[
-    DemoStaff { email: "admin@demo.test", name: "Avery Admin", degree: "Practice manager", level: 1, admin: true },
-    DemoStaff { email: "dr.lee@demo.test", name: "Dr. Morgan Lee", degree: "MD", level: 4, admin: false },
-    DemoStaff { email: "np.kim@demo.test", name: "Jamie Kim", degree: "NP", level: 3, admin: false },
-    DemoStaff { email: "rn.cho@demo.test", name: "Casey Cho", degree: "RN", level: 2, admin: false },
-    DemoStaff { email: "desk@demo.test", name: "Drew Desk", degree: "Front desk", level: 1, admin: false },
+    DemoStaff {
+        email: "admin@demo.test",
+        name: "Avery Admin",
+        degree: "Practice manager",
+        level: 1,
+        admin: true,
+    },
+    DemoStaff {
+        email: "dr.lee@demo.test",
+        name: "Dr. Morgan Lee",
+        degree: "MD",
+        level: 4,
+        admin: false,
+    },
+    DemoStaff {
+        email: "np.kim@demo.test",
+        name: "Jamie Kim",
+        degree: "NP",
+        level: 3,
+        admin: false,
+    },
+    DemoStaff {
+        email: "rn.cho@demo.test",
+        name: "Casey Cho",
+        degree: "RN",
+        level: 2,
+        admin: false,
+    },
+    DemoStaff {
+        email: "desk@demo.test",
+        name: "Drew Desk",
+        degree: "Front desk",
+        level: 1,
+        admin: false,
+    },
 ];
 
 /// What `serve --demo` prints after seeding.
@@ -91,7 +121,8 @@ fn insert_all(conn: &Connection, hash: &str, now: i64) -> rusqlite::Result<()> {
         },
         now,
     )?;
-    let alex_account = accounts::insert_portal_account(conn, "alex@demo.test", "Alex Rivera", hash, now)?;
+    let alex_account =
+        accounts::insert_portal_account(conn, "alex@demo.test", "Alex Rivera", hash, now)?;
     accounts::grant_access(conn, alex_account, alex, "self", "", now)?;
 
     // Invited, not yet enrolled: a pending invitation whose link and PIN nobody knows.
@@ -116,7 +147,7 @@ fn insert_all(conn: &Connection, hash: &str, now: i64) -> rusqlite::Result<()> {
             caregiver_name: "",
             relationship: "",
             token_hash: &crypto::sha256_hex(crypto::random_token().as_bytes()),
-            pin_hash: &crypto::sha256_hex(crypto::random_token().as_bytes()),
+            pin_hash: &crypto::sha256_hex(crypto::random_digits(6).as_bytes()),
             expires_at: now + 30 * 86_400,
             created_by: None,
         },
@@ -135,7 +166,8 @@ fn insert_all(conn: &Connection, hash: &str, now: i64) -> rusqlite::Result<()> {
         },
         now,
     )?;
-    let jordan = accounts::insert_portal_account(conn, "jordan@demo.test", "Jordan Morgan", hash, now)?;
+    let jordan =
+        accounts::insert_portal_account(conn, "jordan@demo.test", "Jordan Morgan", hash, now)?;
     accounts::grant_access(conn, jordan, riley, "caregiver", "Parent", now)?;
     Ok(())
 }
@@ -143,15 +175,26 @@ fn insert_all(conn: &Connection, hash: &str, now: i64) -> rusqlite::Result<()> {
 /// The lines printed after seeding: where to sign in, and as whom.
 pub fn logins_text(base: &str, seeded: &Seeded) -> String {
     let password_line = match seeded {
-        Seeded::Now { password, generated: true } => format!("Password for every demo login (generated): {password}"),
-        Seeded::Now { generated: false, .. } => "Password for every demo login: the value of CAREPOST_DEMO_PASSWORD".to_owned(),
-        Seeded::Already => "The demo practice was seeded earlier; its password is the one printed then.".to_owned(),
+        Seeded::Now {
+            password,
+            generated: true,
+        } => format!("Password for every demo login (generated): {password}"),
+        Seeded::Now {
+            generated: false, ..
+        } => "Password for every demo login: the value of CAREPOST_DEMO_PASSWORD".to_owned(),
+        Seeded::Already => {
+            "The demo practice was seeded earlier; its password is the one printed then.".to_owned()
+        }
     };
-    let mut out = format!("Demo practice \"{PRACTICE_NAME}\" (patient messaging enabled)\n{password_line}\n");
+    let mut out =
+        format!("Demo practice \"{PRACTICE_NAME}\" (patient messaging enabled)\n{password_line}\n");
     out.push_str(&format!("  Practice view: {base}/practice/login\n"));
     for s in STAFF {
         let role = if s.admin { ", administrator" } else { "" };
-        out.push_str(&format!("    {:<18} {} ({}), level {}{role}\n", s.email, s.name, s.degree, s.level));
+        out.push_str(&format!(
+            "    {:<18} {} ({}), level {}{role}\n",
+            s.email, s.name, s.degree, s.level
+        ));
     }
     out.push_str(&format!("  Patient portal: {base}/portal/login\n"));
     out.push_str("    alex@demo.test     Alex Rivera, enrolled patient\n");

@@ -38,7 +38,8 @@ impl log::Log for StderrLogger {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let request = REQUEST_ID.with(Cell::get)
+        let request = REQUEST_ID
+            .with(Cell::get)
             .map(|id| format!("req={id:06x} "))
             .unwrap_or_default();
         let line = format!(

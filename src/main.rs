@@ -22,7 +22,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "carepost", version, about = "Secure messaging between a practice and its patients")]
+#[command(
+    name = "carepost",
+    version,
+    about = "Secure messaging between a practice and its patients"
+)]
 struct Cli {
     /// Configuration file (TOML); see config.example.toml.
     #[arg(long, global = true, value_name = "PATH")]

@@ -85,7 +85,10 @@ pub fn create_administrator(
             return Ok(Ok(Created::AlreadyExists(existing.id)));
         }
         let mut errors = FieldErrors::default();
-        errors.add("email", "A staff user with this email address exists and is not an administrator.");
+        errors.add(
+            "email",
+            "A staff user with this email address exists and is not an administrator.",
+        );
         return Ok(Err(errors));
     }
     if practice::get(&tx)?.is_none() {

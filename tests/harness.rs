@@ -77,7 +77,11 @@ pub struct Server {
     _dir: Option<TempDir>,
 }
 
-fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>, notify: Option<std::sync::mpsc::Sender<String>>) {
+fn collect(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    notify: Option<std::sync::mpsc::Sender<String>>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -194,7 +198,8 @@ impl Server {
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         unsafe_kill(self.child.id(), 15);
-        wait_timeout(&mut self.child, Duration::from_secs(20)).expect("carepost exits after SIGTERM")
+        wait_timeout(&mut self.child, Duration::from_secs(20))
+            .expect("carepost exits after SIGTERM")
     }
 }
 
@@ -235,7 +240,12 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, St
         command.env(k, v);
     }
     let mut child = command.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -280,19 +290,31 @@ impl Response {
 
     #[track_caller]
     pub fn assert_status(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "unexpected status; body:\n{}", self.body);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body:\n{}",
+            self.body
+        );
         self
     }
 
     #[track_caller]
     pub fn assert_contains(&self, text: &str) -> &Self {
-        assert!(self.body.contains(text), "body lacks {text:?}:\n{}", self.body);
+        assert!(
+            self.body.contains(text),
+            "body lacks {text:?}:\n{}",
+            self.body
+        );
         self
     }
 
     #[track_caller]
     pub fn assert_lacks(&self, text: &str) -> &Self {
-        assert!(!self.body.contains(text), "body has {text:?}:\n{}", self.body);
+        assert!(
+            !self.body.contains(text),
+            "body has {text:?}:\n{}",
+            self.body
+        );
         self
     }
 }
@@ -333,7 +355,13 @@ impl Client {
         self.post_form(action, &all)
     }
 
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.addr,
@@ -343,7 +371,11 @@ impl Client {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         if !self.cookies.is_empty() {
-            let cookie: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let cookie: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             head.push_str(&format!("Cookie: {}\r\n", cookie.join("; ")));
         }
         head.push_str("\r\n");
@@ -364,11 +396,19 @@ impl Client {
     }
 
     pub fn login_staff(&mut self, email: &str, password: &str) -> Response {
-        self.submit("/practice/login", "/practice/login", &[("email", email), ("password", password)])
+        self.submit(
+            "/practice/login",
+            "/practice/login",
+            &[("email", email), ("password", password)],
+        )
     }
 
     pub fn login_portal(&mut self, email: &str, password: &str) -> Response {
-        self.submit("/portal/login", "/portal/login", &[("email", email), ("password", password)])
+        self.submit(
+            "/portal/login",
+            "/portal/login",
+            &[("email", email), ("password", password)],
+        )
     }
 }
 
@@ -383,7 +423,9 @@ pub fn encode_form(fields: &[(&str, &str)]) -> String {
 fn percent(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".into(),
             _ => format!("%{b:02X}"),
         })
@@ -393,7 +435,9 @@ fn percent(text: &str) -> String {
 /// Sends raw bytes and reads the whole response (the request should ask to close).
 pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     stream.write_all(bytes).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
@@ -407,7 +451,14 @@ pub fn parse_response(raw: &[u8]) -> Response {
         .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -428,9 +479,9 @@ pub fn parse_response(raw: &[u8]) -> Response {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }

@@ -41,7 +41,8 @@ fn half_sent_requests_do_not_hold_threads() {
     let mut held: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = TcpStream::connect(server.addr).unwrap();
-            s.write_all(b"GET /practice/login HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+            s.write_all(b"GET /practice/login HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
             s
         })
         .collect();
@@ -73,7 +74,9 @@ fn half_sent_requests_do_not_hold_threads() {
 fn keep_alive_connection_serves_many_pages() {
     let server = Server::start(Options::demo());
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     for _ in 0..5 {
         stream
             .write_all(b"GET /portal/login HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -85,13 +88,22 @@ fn keep_alive_connection_serves_many_pages() {
 }
 
 fn read_one_response(stream: &mut TcpStream) -> String {
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        raw.push(byte[0]);
+    read_buffered_response(&mut std::io::BufReader::with_capacity(
+        1,
+        stream.try_clone().unwrap(),
+    ))
+}
+
+/// Reads one response with a Content-Length from a buffered connection.
+fn read_buffered_response(reader: &mut impl std::io::BufRead) -> String {
+    let mut head = String::new();
+    loop {
+        let before = head.len();
+        reader.read_line(&mut head).unwrap();
+        if head.len() == before || head.ends_with("\r\n\r\n") {
+            break;
+        }
     }
-    let head = String::from_utf8_lossy(&raw).into_owned();
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -100,7 +112,7 @@ fn read_one_response(stream: &mut TcpStream) -> String {
         .parse()
         .unwrap();
     let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
+    reader.read_exact(&mut body).unwrap();
     head + &String::from_utf8_lossy(&body)
 }
 
@@ -109,7 +121,9 @@ fn read_one_response(stream: &mut TcpStream) -> String {
 fn oversized_body_is_refused_before_reading() {
     let server = Server::start(Options::demo());
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream
         .write_all(
             b"POST /portal/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
@@ -128,8 +142,16 @@ fn shutdown_finishes_requests_in_flight() {
     let mut client = server.client();
     let page = client.get("/portal/login");
     let token = page.csrf();
-    let body = encode_form(&[("csrf", &token), ("email", "alex@demo.test"), ("password", DEMO_PASSWORD)]);
-    let cookies: Vec<String> = client.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let body = encode_form(&[
+        ("csrf", &token),
+        ("email", "alex@demo.test"),
+        ("password", DEMO_PASSWORD),
+    ]);
+    let cookies: Vec<String> = client
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let head = format!(
         "POST /portal/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: {}\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
@@ -137,7 +159,9 @@ fn shutdown_finishes_requests_in_flight() {
         body.len()
     );
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body.as_bytes()[..5]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -152,11 +176,19 @@ fn shutdown_finishes_requests_in_flight() {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let response = parse_response(&raw);
-    assert_eq!(response.status, 303, "the request in flight completed: {}", response.body);
+    assert_eq!(
+        response.status, 303,
+        "the request in flight completed: {}",
+        response.body
+    );
     assert_eq!(response.location(), "/portal");
 
     let status = wait_timeout(&mut server.child, Duration::from_secs(20)).expect("exits");
-    assert!(status.success(), "exit status {status:?}; log:\n{}", server.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        server.log()
+    );
     let wal = server.data.join("carepost.db-wal");
     let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     assert_eq!(wal_len, 0, "the write-ahead log was checkpointed");
@@ -166,8 +198,11 @@ fn shutdown_finishes_requests_in_flight() {
 // ---- the reverse proxy from the README ----
 
 fn readme_nginx_config() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme.find("<!-- nginx-config-start -->").expect("README has the nginx config");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("<!-- nginx-config-start -->")
+        .expect("README has the nginx config");
     let end = readme.find("<!-- nginx-config-end -->").unwrap();
     let block = &readme[start..end];
     let code_start = block.find("```nginx\n").unwrap() + "```nginx\n".len();
@@ -176,14 +211,23 @@ fn readme_nginx_config() -> String {
 }
 
 fn tool(name: &str) -> Option<String> {
-    ["/usr/sbin/", "/usr/bin/", "/usr/local/sbin/", "/usr/local/bin/"]
-        .iter()
-        .map(|dir| format!("{dir}{name}"))
-        .find(|path| Path::new(path).exists())
+    [
+        "/usr/sbin/",
+        "/usr/bin/",
+        "/usr/local/sbin/",
+        "/usr/local/bin/",
+    ]
+    .iter()
+    .map(|dir| format!("{dir}{name}"))
+    .find(|path| Path::new(path).exists())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Nginx {
@@ -212,7 +256,17 @@ fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let made = Command::new(openssl)
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=portal.example.org"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=portal.example.org",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -226,11 +280,23 @@ fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
     let https_port = free_port();
     let site = readme_nginx_config()
         .replace("listen 80;", &format!("listen 127.0.0.1:{http_port};"))
-        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{https_port} ssl;"))
-        .replace("/etc/letsencrypt/live/portal.example.org/fullchain.pem", cert.to_str().unwrap())
-        .replace("/etc/letsencrypt/live/portal.example.org/privkey.pem", key.to_str().unwrap())
+        .replace(
+            "listen 443 ssl;",
+            &format!("listen 127.0.0.1:{https_port} ssl;"),
+        )
+        .replace(
+            "/etc/letsencrypt/live/portal.example.org/fullchain.pem",
+            cert.to_str().unwrap(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/portal.example.org/privkey.pem",
+            key.to_str().unwrap(),
+        )
         .replace("http://127.0.0.1:8080", &format!("http://{upstream}"));
-    assert!(site.contains(&format!("http://{upstream}")), "the README config proxies to Carepost");
+    assert!(
+        site.contains(&format!("http://{upstream}")),
+        "the README config proxies to Carepost"
+    );
     let prefix = dir.path();
     let conf = format!(
         "daemon off;\nmaster_process off;\nuser root;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
@@ -253,7 +319,11 @@ fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
     let ready = wait_until(Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", https_port)).is_ok()
     });
-    assert!(ready, "nginx started: {}", std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default());
+    assert!(
+        ready,
+        "nginx started: {}",
+        std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
+    );
     Some(Nginx {
         child,
         https_port,
@@ -283,35 +353,131 @@ fn curl(port: u16, extra: &[&str]) -> (u16, String) {
 #[test]
 fn readme_nginx_config_covers_what_the_binary_cannot() {
     let server = Server::start(Options::demo());
-    let Some(proxy) = start_nginx(server.addr) else { return };
+    let Some(proxy) = start_nginx(server.addr) else {
+        return;
+    };
 
     // Through TLS to Carepost, with Carepost's headers and the proxy's HSTS.
     let (status, headers) = curl(proxy.https_port, &[]);
     assert_eq!(status, 200, "{headers}");
     let lower = headers.to_lowercase();
-    assert!(lower.contains("content-security-policy: default-src 'none'"), "{headers}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'none'"),
+        "{headers}"
+    );
     assert!(lower.contains("strict-transport-security"), "{headers}");
 
     // A header line of 64 KiB is refused by nginx and never reaches Carepost.
     let requests_before = server.log().matches("GET /portal/login").count();
     let long = format!("X-Long: {}", "a".repeat(64 * 1024));
     let (status, _) = curl(proxy.https_port, &["-H", &long]);
-    assert!(status == 400 || status == 431 || status == 494, "long header refused, got {status}");
+    assert!(
+        status == 400 || status == 431 || status == 494,
+        "long header refused, got {status}"
+    );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.log().matches("GET /portal/login").count(), requests_before);
+    assert_eq!(
+        server.log().matches("GET /portal/login").count(),
+        requests_before
+    );
 
     // A body over the attachment limit is refused at the door.
     let (status, _) = curl(
         proxy.https_port,
-        &["-X", "POST", "-H", "Content-Length: 40000000", "-H", "Expect: 100-continue", "--data-binary", "x"],
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Length: 40000000",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "x",
+        ],
     );
     assert_eq!(status, 413);
 
     // A client that opens a connection and sends nothing is dropped by nginx.
     let mut idle = TcpStream::connect(("127.0.0.1", proxy.https_port)).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     let _ = idle.read_to_end(&mut buf);
-    assert!(started.elapsed() < Duration::from_secs(39), "nginx closed the silent connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(39),
+        "nginx closed the silent connection"
+    );
+}
+
+/// Malformed addresses answer 400 with a readable page, never a 500 or a dropped connection.
+#[test]
+fn malformed_urls_get_a_400_page() {
+    let server = Server::start(Options::demo());
+    for raw in [
+        "/%ff%fe",
+        "/practice/%00",
+        "/%zz",
+        "*",
+        "http://elsewhere/practice",
+        "/portal?x=%0a",
+    ] {
+        let request = format!("GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let response = send_raw(server.addr, request.as_bytes());
+        assert_eq!(response.status, 400, "{raw}");
+        assert!(response.body.contains("This address is not valid"), "{raw}");
+        assert_eq!(response.header("X-Frame-Options"), Some("DENY"), "{raw}");
+    }
+    assert!(!server.log().contains(" 500 "));
+}
+
+/// Benchmark, not a test of speed: run with
+/// `cargo test --release --test integration bench_keep_alive -- --ignored --nocapture`.
+/// Prints requests per second and latency for a 1.2 KB page over keep-alive connections (which
+/// stalled ~40 ms per response without TCP_NODELAY) and over a new connection per request.
+#[test]
+#[ignore]
+fn bench_keep_alive() {
+    let server = Server::start(Options::demo());
+    let size = server.client().get("/portal/login").body.len();
+    for (label, keep_alive) in [("keep-alive", true), ("connection per request", false)] {
+        let clients = 16;
+        let run_for = Duration::from_secs(5);
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let addr = server.addr;
+                std::thread::spawn(move || {
+                    let mut latencies = Vec::new();
+                    let started = Instant::now();
+                    let mut stream: Option<std::io::BufReader<TcpStream>> = None;
+                    while started.elapsed() < run_for {
+                        let t = Instant::now();
+                        if keep_alive {
+                            let s = stream.get_or_insert_with(|| {
+                                std::io::BufReader::new(TcpStream::connect(addr).unwrap())
+                            });
+                            s.get_mut().write_all(b"GET /portal/login HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                            read_buffered_response(s);
+                        } else {
+                            send_raw(addr, b"GET /portal/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                        }
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all: Vec<Duration> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort();
+        let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        println!(
+            "BENCH {label}: {clients} clients, {size}-byte page: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+            all.len() as f64 / run_for.as_secs_f64(),
+            p(0.5).as_secs_f64() * 1000.0,
+            p(0.99).as_secs_f64() * 1000.0
+        );
+    }
 }

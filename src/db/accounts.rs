@@ -73,7 +73,10 @@ pub fn staff_by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option
 }
 
 /// (id, password hash) of the active staff user signing in with this email.
-pub fn staff_credentials(conn: &Connection, email: &str) -> rusqlite::Result<Option<(i64, String)>> {
+pub fn staff_credentials(
+    conn: &Connection,
+    email: &str,
+) -> rusqlite::Result<Option<(i64, String)>> {
     conn.query_row(
         "SELECT id, password_hash FROM staff WHERE email = ?1 AND active = 1",
         [email],
@@ -118,7 +121,10 @@ pub fn portal_account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Por
     .optional()
 }
 
-pub fn portal_credentials(conn: &Connection, email: &str) -> rusqlite::Result<Option<(i64, String)>> {
+pub fn portal_credentials(
+    conn: &Connection,
+    email: &str,
+) -> rusqlite::Result<Option<(i64, String)>> {
     conn.query_row(
         "SELECT id, password_hash FROM portal_account WHERE email = ?1",
         [email],

@@ -39,7 +39,11 @@ pub struct NewInvitation<'a> {
     pub created_by: Option<i64>,
 }
 
-pub fn insert_invitation(conn: &Connection, new: &NewInvitation, now: i64) -> rusqlite::Result<i64> {
+pub fn insert_invitation(
+    conn: &Connection,
+    new: &NewInvitation,
+    now: i64,
+) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO invitation (patient_id, role, email, phone, caregiver_name, relationship,
                                  token_hash, pin_hash, status, expires_at, created_by, created_at)

@@ -53,7 +53,11 @@ pub fn create(
     Ok(token)
 }
 
-pub fn find(conn: &Connection, audience: Audience, token: &str) -> rusqlite::Result<Option<Session>> {
+pub fn find(
+    conn: &Connection,
+    audience: Audience,
+    token: &str,
+) -> rusqlite::Result<Option<Session>> {
     conn.query_row(
         "SELECT token_hash, principal_id, csrf_token, acting_patient_id, created_at, last_seen_at
            FROM session WHERE token_hash = ?1 AND audience = ?2",
@@ -98,7 +102,11 @@ pub fn delete(conn: &Connection, token_hash: &str) -> rusqlite::Result<()> {
 }
 
 /// Removes sessions that can no longer be used, so the table does not grow without bound.
-pub fn delete_expired(conn: &Connection, idle_before: i64, created_before: i64) -> rusqlite::Result<usize> {
+pub fn delete_expired(
+    conn: &Connection,
+    idle_before: i64,
+    created_before: i64,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "DELETE FROM session WHERE last_seen_at < ?1 OR created_at < ?2",
         params![idle_before, created_before],

@@ -38,7 +38,11 @@ pub fn check_anonymous(request: &Request, form: &Form) -> AppResult<()> {
 }
 
 pub fn set_anonymous_cookie(response: Response, app: &App, token: &str) -> Response {
-    let secure = if app.config.secure_cookies() { "; Secure" } else { "" };
+    let secure = if app.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
     response.with_additional_header(
         "Set-Cookie",
         format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"),

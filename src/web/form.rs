@@ -29,11 +29,9 @@ impl Form {
 pub fn content_length(request: &Request) -> AppResult<Option<u64>> {
     match request.header("Content-Length") {
         None => Ok(None),
-        Some(text) => text
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| AppError::BadRequest("The request's Content-Length is not a number.".into())),
+        Some(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
+            AppError::BadRequest("The request's Content-Length is not a number.".into())
+        }),
     }
 }
 

@@ -119,19 +119,20 @@ pub fn handle(app: &App, request: &Request) -> Response {
 
 fn handle_logged(app: &App, request: &Request) -> Response {
     let started = Instant::now();
-    let found = routes::find(request.method(), &request.url());
+    let found = check_url(request.raw_url())
+        .map_err(|problem| AppError::BadRequest(problem.into()))
+        .and_then(|()| {
+            routes::find(request.method(), &request.url())
+                .ok_or_else(|| routes::not_routed(request.method(), &request.url()))
+        });
     let pattern = found.as_ref().map_or("-", |f| f.pattern);
-    let outcome = match found {
-        Some(found) => {
-            // A panic is a bug; it still answers with our error page and headers, and the
-            // worker thread lives on.
-            let call = std::panic::AssertUnwindSafe(|| (found.handler)(app, request, &found.params));
-            std::panic::catch_unwind(call).unwrap_or_else(|_| {
-                Err(AppError::Internal("handler panicked".into()))
-            })
-        }
-        None => Err(routes::not_routed(request.method(), &request.url())),
-    };
+    let outcome = found.and_then(|found| {
+        // A panic is a bug; it still answers with our error page and headers, and the worker
+        // thread lives on.
+        let call = std::panic::AssertUnwindSafe(|| (found.handler)(app, request, &found.params));
+        std::panic::catch_unwind(call)
+            .unwrap_or_else(|_| Err(AppError::Internal("handler panicked".into())))
+    });
     let response = match outcome {
         Ok(response) => response,
         Err(error) => respond_error(app, request, error),
@@ -147,6 +148,37 @@ fn handle_logged(app: &App, request: &Request) -> Response {
         started.elapsed().as_millis()
     );
     response
+}
+
+/// An address must be a path whose percent-escapes decode to UTF-8 text without control
+/// characters; anything else is a malformed URL (400), not a missing page.
+fn check_url(raw: &str) -> Result<(), &'static str> {
+    const BAD: &str = "This address is not valid. Check it, or go back to the start page.";
+    if !raw.starts_with('/') {
+        return Err(BAD);
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let byte = hex
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(BAD)?;
+            decoded.push(byte);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    match String::from_utf8(decoded) {
+        Ok(text) if !text.chars().any(char::is_control) => Ok(()),
+        _ => Err(BAD),
+    }
 }
 
 /// The one place where an error becomes an HTTP response.
@@ -184,9 +216,9 @@ pub fn with_security_headers(mut response: Response, config: &Config) -> Respons
         .headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("Cache-Control") && v.contains("immutable"));
-    response.headers.retain(|(k, _)| {
-        !k.eq_ignore_ascii_case("Cache-Control") || cacheable
-    });
+    response
+        .headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("Cache-Control") || cacheable);
     let mut headers = vec![
         ("Content-Security-Policy", CSP),
         ("X-Frame-Options", "DENY"),
@@ -194,7 +226,10 @@ pub fn with_security_headers(mut response: Response, config: &Config) -> Respons
         ("Referrer-Policy", "no-referrer"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Cross-Origin-Resource-Policy", "same-origin"),
-        ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+        (
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+        ),
     ];
     if !cacheable {
         // Pages may carry patient information: never stored by the browser or a proxy.
@@ -207,6 +242,33 @@ pub fn with_security_headers(mut response: Response, config: &Config) -> Respons
         response.headers.push((name.into(), value.into()));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn malformed_urls() {
+        for good in [
+            "/",
+            "/practice",
+            "/portal/login?expired=1",
+            "/setup/ab%20c",
+            "/caf%C3%A9",
+        ] {
+            assert!(super::check_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "*",
+            "http://x/",
+            "/%ff%fe",
+            "/a%00",
+            "/%zz",
+            "/%4",
+            "/x?y=%0a",
+        ] {
+            assert!(super::check_url(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 /// Renders maud markup as an HTML page response.

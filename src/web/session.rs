@@ -25,7 +25,11 @@ fn cookie_path(audience: Audience) -> &'static str {
 }
 
 pub fn set_cookie(response: Response, app: &App, audience: Audience, token: &str) -> Response {
-    let secure = if app.config.secure_cookies() { "; Secure" } else { "" };
+    let secure = if app.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
     response.with_additional_header(
         "Set-Cookie",
         format!(
@@ -37,7 +41,11 @@ pub fn set_cookie(response: Response, app: &App, audience: Audience, token: &str
 }
 
 pub fn clear_cookie(response: Response, app: &App, audience: Audience) -> Response {
-    let secure = if app.config.secure_cookies() { "; Secure" } else { "" };
+    let secure = if app.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
     response.with_additional_header(
         "Set-Cookie",
         format!(

@@ -47,7 +47,13 @@ fn require_valid_token(app: &App, token: &str) -> AppResult<()> {
 pub fn form(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
     require_valid_token(app, params.get(0))?;
     let (token, new_cookie) = csrf::anonymous_token(request);
-    let response = render(app, params.get(0), &token, &Form::default(), &FieldErrors::default());
+    let response = render(
+        app,
+        params.get(0),
+        &token,
+        &Form::default(),
+        &FieldErrors::default(),
+    );
     Ok(if new_cookie {
         csrf::set_anonymous_cookie(response, app, &token)
     } else {
@@ -55,7 +61,13 @@ pub fn form(app: &App, request: &Request, params: &Params) -> AppResult<Response
     })
 }
 
-fn render(app: &App, setup_token: &str, csrf_token: &str, form: &Form, errors: &FieldErrors) -> Response {
+fn render(
+    app: &App,
+    setup_token: &str,
+    csrf_token: &str,
+    form: &Form,
+    errors: &FieldErrors,
+) -> Response {
     let ctx = Context::public(app);
     let level = form.get("access_level");
     html(page(
@@ -120,7 +132,10 @@ pub fn submit(app: &App, request: &Request, params: &Params) -> AppResult<Respon
         }
         Err(errors) => {
             drop(conn);
-            Ok(render(app, setup_token, form.get(csrf::FIELD), &form, &errors).with_status_code(400))
+            Ok(
+                render(app, setup_token, form.get(csrf::FIELD), &form, &errors)
+                    .with_status_code(400),
+            )
         }
     }
 }

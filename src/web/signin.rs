@@ -2,7 +2,7 @@
 
 use super::form::{self, Form};
 use super::views::layout::{page, Context};
-use super::views::{FieldErrors, Field};
+use super::views::{Field, FieldErrors};
 use super::{csrf, html, session, App};
 use crate::auth::{self, SignIn};
 use crate::db::accounts;
@@ -44,7 +44,14 @@ pub fn form(app: &App, request: &Request, audience: Audience) -> AppResult<Respo
         None
     };
     let (token, new_cookie) = csrf::anonymous_token(request);
-    let response = render(app, audience, &token, "", &FieldErrors::default(), notice.as_deref());
+    let response = render(
+        app,
+        audience,
+        &token,
+        "",
+        &FieldErrors::default(),
+        notice.as_deref(),
+    );
     Ok(if new_cookie {
         csrf::set_anonymous_cookie(response, app, &token)
     } else {
@@ -111,11 +118,7 @@ pub fn submit(app: &App, request: &Request, audience: Audience) -> AppResult<Res
                         .map(|a| a.patient_id),
                 };
                 let token = sessions::create(&conn, audience, principal, acting, now)?;
-                log::info!(
-                    "sign-in accepted: {} {}",
-                    audience.as_str(),
-                    principal
-                );
+                log::info!("sign-in accepted: {} {}", audience.as_str(), principal);
                 let response = Response::redirect_303(words(audience).home);
                 return Ok(session::set_cookie(response, app, audience, &token));
             }
@@ -155,5 +158,9 @@ pub fn logout(app: &App, request: &Request, audience: Audience) -> AppResult<Res
     csrf::check(&form, &csrf_token)?;
     sessions::delete(&app.pool.get(), &session_hash)?;
     let target = format!("{}?signed_out=1", words(audience).action);
-    Ok(session::clear_cookie(Response::redirect_303(target), app, audience))
+    Ok(session::clear_cookie(
+        Response::redirect_303(target),
+        app,
+        audience,
+    ))
 }

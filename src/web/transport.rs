@@ -174,13 +174,15 @@ fn local_addr(fd: RawFd) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let v4: libc::sockaddr_in = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let v4: libc::sockaddr_in =
+                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
             Some(SocketAddr::from((ip, u16::from_be(v4.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let v6: libc::sockaddr_in6 = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let v6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
             let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
             Some(SocketAddr::from((ip, u16::from_be(v6.sin6_port))))
         }
@@ -198,29 +200,40 @@ mod tests {
     /// TCP_NODELAY from the listener, and a silent one, even half-sent, is closed.
     #[test]
     fn accepted_connections_get_nodelay_and_idle_close() {
-        let server = rouille::Server::new("127.0.0.1:0", |_| rouille::Response::text("x".repeat(4000)))
-            .unwrap()
-            .pool_size(2);
+        let server =
+            rouille::Server::new("127.0.0.1:0", |_| rouille::Response::text("x".repeat(4000)))
+                .unwrap()
+                .pool_size(2);
         let addr = server.server_addr();
         let listener = harden(addr, Duration::from_secs(1)).unwrap();
         let (_handle, stop) = server.stoppable();
 
         let mut client = TcpStream::connect(addr).unwrap();
-        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Half: ").unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Half: ")
+            .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let accepted = connections_on_port(addr.port());
         assert!(!accepted.is_empty(), "the accepted connection is found");
         for fd in &accepted {
-            assert_eq!(get_int_option(*fd, libc::IPPROTO_TCP, libc::TCP_NODELAY), Some(1));
+            assert_eq!(
+                get_int_option(*fd, libc::IPPROTO_TCP, libc::TCP_NODELAY),
+                Some(1)
+            );
         }
         assert!(!accepted.contains(&listener.0));
 
         // Left half-sent and silent, the connection is closed by the server.
-        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let started = std::time::Instant::now();
         let mut rest = Vec::new();
         let closed = client.read_to_end(&mut rest);
-        assert!(closed.is_ok(), "server closed the idle connection: {closed:?}");
+        assert!(
+            closed.is_ok(),
+            "server closed the idle connection: {closed:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(9));
         let _ = stop.send(());
     }

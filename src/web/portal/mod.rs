@@ -73,11 +73,18 @@ pub fn switch_patient(app: &App, request: &Request, _: &Params) -> AppResult<Res
     let caller = session::portal_user(app, request)?;
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
-    let wanted: i64 = form.trimmed("patient").parse().map_err(|_| AppError::NotFound)?;
+    let wanted: i64 = form
+        .trimmed("patient")
+        .parse()
+        .map_err(|_| AppError::NotFound)?;
     let access = caller
         .active_accesses()
         .find(|a| a.patient_id == wanted)
         .ok_or(AppError::NotFound)?;
-    sessions::set_acting_patient(&app.pool.get(), &caller.session.token_hash, access.patient_id)?;
+    sessions::set_acting_patient(
+        &app.pool.get(),
+        &caller.session.token_hash,
+        access.patient_id,
+    )?;
     Ok(Response::redirect_303("/portal"))
 }

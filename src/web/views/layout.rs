@@ -104,7 +104,9 @@ pub fn page(ctx: &Context, title: &str, body: Markup) -> Markup {
 fn user_bar(ctx: &Context) -> Markup {
     match &ctx.view {
         View::Public => html! {},
-        View::Practice { user_name, csrf, .. } => html! {
+        View::Practice {
+            user_name, csrf, ..
+        } => html! {
             div.user {
                 span { "Signed in as " strong { (user_name) } }
                 form.inline method="post" action="/practice/logout" {
@@ -113,7 +115,11 @@ fn user_bar(ctx: &Context) -> Markup {
                 }
             }
         },
-        View::Portal { account_name, csrf, acting_for } => html! {
+        View::Portal {
+            account_name,
+            csrf,
+            acting_for,
+        } => html! {
             div.user {
                 span { "Signed in as " strong { (account_name) } }
                 @if let Some(name) = acting_for {
