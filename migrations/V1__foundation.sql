@@ -60,7 +60,9 @@ CREATE TABLE portal_access (
 );
 CREATE INDEX portal_access_by_patient ON portal_access (patient_id);
 
--- A portal invitation: a one-time link (hash kept) and a PIN (hash kept) handed over by staff.
+-- A portal invitation: a one-time link (only its hash kept) and a 6-digit PIN that staff hand to
+-- the patient. The PIN is kept readable because the patient page shows it to staff; alone it
+-- opens nothing without the link.
 CREATE TABLE invitation (
     id              INTEGER PRIMARY KEY,
     patient_id      INTEGER NOT NULL REFERENCES patient (id),
@@ -70,7 +72,7 @@ CREATE TABLE invitation (
     caregiver_name  TEXT    NOT NULL DEFAULT '',
     relationship    TEXT    NOT NULL DEFAULT '',
     token_hash      TEXT    NOT NULL UNIQUE,
-    pin_hash        TEXT    NOT NULL,
+    pin             TEXT    NOT NULL,
     status          TEXT    NOT NULL CHECK (status IN ('pending', 'used', 'cancelled', 'locked')),
     failed_attempts INTEGER NOT NULL DEFAULT 0,
     expires_at      INTEGER NOT NULL,

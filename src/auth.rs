@@ -1,10 +1,11 @@
 //! Sign-in rules shared by the practice view and the portal: password policy, the throttle that
 //! slows and then locks repeated failures, and the constant-cost check of unknown addresses.
 
+use crate::audit::Actor;
 use crate::crypto;
 use crate::db::accounts;
-use crate::db::sessions::Audience;
-use crate::error::AppResult;
+use crate::db::sessions::{self, Audience};
+use crate::error::{AppError, AppResult, FieldErrors};
 use rusqlite::Connection;
 
 /// Failures within this window count towards a lock; older ones are forgotten.
@@ -123,6 +124,184 @@ pub fn describe_wait(secs: i64) -> String {
     } else {
         format!("{} seconds", secs.max(1))
     }
+}
+
+/// How long a link from "forgot password" works.
+pub const RESET_SECS: i64 = 3600;
+/// How long a link sent by an administrator (or to a new staff user) works.
+pub const ADMIN_RESET_SECS: i64 = 86_400;
+/// A new link for the same account is not sent more often than this.
+const RESET_REQUEST_GAP_SECS: i64 = 60;
+
+fn reset_path(audience: Audience) -> &'static str {
+    match audience {
+        Audience::Staff => "/practice/reset/",
+        Audience::Portal => "/portal/reset/",
+    }
+}
+
+/// Creates a one-time password link and queues its email. Call inside a transaction.
+#[allow(clippy::too_many_arguments)]
+pub fn queue_password_link(
+    tx: &Connection,
+    practice: &str,
+    audience: Audience,
+    principal: i64,
+    email: &str,
+    base_url: &str,
+    by_administrator: bool,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let valid = if by_administrator {
+        ADMIN_RESET_SECS
+    } else {
+        RESET_SECS
+    };
+    let token = sessions::resets::create(tx, audience, principal, now, now + valid)?;
+    let link = format!("{base_url}{}{token}", reset_path(audience));
+    crate::outbox::queue_password_reset(tx, practice, email, &link, by_administrator, now)?;
+    Ok(())
+}
+
+/// "Forgot password": queues a link when the address has an account, and does the same visible
+/// thing when it has none. At most one link a minute per account.
+pub fn request_reset(
+    conn: &mut Connection,
+    practice: &str,
+    audience: Audience,
+    email: &str,
+    base_url: &str,
+    client: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let email = normalise_email(email);
+    let principal = match audience {
+        Audience::Staff => accounts::staff_credentials(conn, &email)?.map(|(id, _)| id),
+        Audience::Portal => accounts::portal_credentials(conn, &email)?.map(|(id, _)| id),
+    };
+    let Some(principal) = principal else {
+        return Ok(());
+    };
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let recent = sessions::resets::last_requested(&tx, audience, principal)?
+        .is_some_and(|at| now - at < RESET_REQUEST_GAP_SECS);
+    if !recent {
+        queue_password_link(
+            &tx, practice, audience, principal, &email, base_url, false, now,
+        )?;
+        let actor = Actor {
+            kind: audience.as_str(),
+            id: Some(principal),
+            client: client.to_owned(),
+        };
+        crate::audit::record(&tx, &actor, "password.reset_request", None, "", now)?;
+    }
+    tx.commit()
+}
+
+/// Whether a password link is live (for showing its form).
+pub fn reset_link_valid(
+    conn: &Connection,
+    audience: Audience,
+    token: &str,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    Ok(sessions::resets::find(conn, audience, token, now)?.is_some())
+}
+
+/// Sets a new password from a one-time link and ends every session of the account.
+pub fn reset_password(
+    conn: &mut Connection,
+    audience: Audience,
+    token: &str,
+    password: &str,
+    password_again: &str,
+    client: &str,
+    now: i64,
+) -> Result<Result<(), FieldErrors>, AppError> {
+    let errors = new_password_problems(password, password_again);
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    let hash = crypto::hash_password(password).map_err(AppError::Internal)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let principal = sessions::resets::find(&tx, audience, token, now)?.ok_or(AppError::NotFound)?;
+    set_password(&tx, audience, principal, &hash)?;
+    sessions::resets::mark_used(&tx, token, now)?;
+    sessions::delete_for_principal(&tx, audience, principal, None)?;
+    let actor = Actor {
+        kind: audience.as_str(),
+        id: Some(principal),
+        client: client.to_owned(),
+    };
+    crate::audit::record(&tx, &actor, "password.reset", None, "", now)?;
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// Changes the password of a signed-in user who proves the current one; other sessions end.
+#[allow(clippy::too_many_arguments)]
+pub fn change_password(
+    conn: &mut Connection,
+    audience: Audience,
+    principal: i64,
+    email: &str,
+    current: &str,
+    password: &str,
+    password_again: &str,
+    keep_session: &str,
+    client: &str,
+    now: i64,
+) -> Result<Result<(), FieldErrors>, AppError> {
+    let mut errors = new_password_problems(password, password_again);
+    match sign_in(conn, audience, email, current, now)? {
+        SignIn::Accepted(id) if id == principal => {}
+        SignIn::Locked(wait) => errors.add(
+            "current_password",
+            format!(
+                "Too many wrong passwords. Wait {} and try again.",
+                describe_wait(wait)
+            ),
+        ),
+        _ => errors.add("current_password", "Your current password is not right."),
+    }
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    let hash = crypto::hash_password(password).map_err(AppError::Internal)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    set_password(&tx, audience, principal, &hash)?;
+    sessions::delete_for_principal(&tx, audience, principal, Some(keep_session))?;
+    let actor = Actor {
+        kind: audience.as_str(),
+        id: Some(principal),
+        client: client.to_owned(),
+    };
+    crate::audit::record(&tx, &actor, "password.change", None, "", now)?;
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+fn set_password(
+    conn: &Connection,
+    audience: Audience,
+    principal: i64,
+    hash: &str,
+) -> rusqlite::Result<()> {
+    match audience {
+        Audience::Staff => accounts::set_staff_password(conn, principal, hash),
+        Audience::Portal => accounts::set_portal_password(conn, principal, hash),
+    }
+}
+
+fn new_password_problems(password: &str, again: &str) -> FieldErrors {
+    let mut errors = FieldErrors::default();
+    if let Some(problem) = password_problem(password) {
+        errors.add("password", problem);
+    } else if password != again {
+        errors.add("password_again", "The two passwords are not the same.");
+    }
+    errors
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! The demo practice: seeded once into an empty data folder, so an evaluator can try every part
 //! of Carepost at once. It goes through the same storage code as the product.
 
+use crate::audit::Actor;
 use crate::crypto;
 use crate::db::accounts::{self, NewStaff};
-use crate::db::patients::{self, NewInvitation, NewPatient};
+use crate::db::patients::{self, Patient, PatientFields};
 use crate::db::practice;
+use crate::portal_access::{self, InviteRequest, Invited};
 use rusqlite::{Connection, TransactionBehavior};
 
 pub const PRACTICE_NAME: &str = "Demo Family Practice";
@@ -57,19 +59,30 @@ pub const STAFF: &[DemoStaff] = &[
 
 /// What `serve --demo` prints after seeding.
 pub enum Seeded {
-    /// Seeded now, with this password for every login.
-    Now { password: String, generated: bool },
+    /// Seeded now, with this password for every login, and Sam's invitation to try registering.
+    Now {
+        password: String,
+        generated: bool,
+        sam_link: String,
+        sam_pin: String,
+    },
     /// The folder already held the demo practice; its logins are unchanged.
     Already,
 }
 
 /// Seeds the demo practice into an empty database, once. A folder holding a real practice is
 /// refused.
-pub fn seed(conn: &mut Connection, password: Option<String>, now: i64) -> Result<Seeded, String> {
+pub fn seed(
+    conn: &mut Connection,
+    password: Option<String>,
+    base_url: &str,
+    now: i64,
+) -> Result<Seeded, String> {
+    let fail = |e: rusqlite::Error| format!("cannot seed the demo practice: {e}");
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| format!("cannot seed the demo practice: {e}"))?;
-    match practice::get(&tx).map_err(|e| e.to_string())? {
+        .map_err(fail)?;
+    match practice::get(&tx).map_err(fail)? {
         Some(p) if p.is_demo => return Ok(Seeded::Already),
         Some(p) => {
             return Err(format!(
@@ -84,16 +97,46 @@ pub fn seed(conn: &mut Connection, password: Option<String>, now: i64) -> Result
     // Every generated password meets the portal's policy: upper, lower and digits.
     let password = password.unwrap_or_else(|| format!("Demo-{}-7", &crypto::random_token()[..12]));
     let hash = crypto::hash_password(&password)?;
-    insert_all(&tx, &hash, now).map_err(|e| format!("cannot seed the demo practice: {e}"))?;
-    tx.commit()
-        .map_err(|e| format!("cannot seed the demo practice: {e}"))?;
+    let sam = insert_all(&tx, &hash, base_url, now).map_err(fail)?;
+    tx.commit().map_err(fail)?;
     Ok(Seeded::Now {
         password,
         generated,
+        sam_link: sam.link,
+        sam_pin: sam.pin,
     })
 }
 
-fn insert_all(conn: &Connection, hash: &str, now: i64) -> rusqlite::Result<()> {
+fn patient(
+    conn: &Connection,
+    first: &str,
+    last: &str,
+    born: &str,
+    email: &str,
+    now: i64,
+) -> rusqlite::Result<Patient> {
+    let id = patients::insert(
+        conn,
+        &PatientFields {
+            first_name: first,
+            last_name: last,
+            date_of_birth: born,
+            email,
+            phone: "555-0100",
+        },
+        now,
+    )?;
+    patients::get(conn, id, now)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+}
+
+/// Every portal status appears: enrolled, invited, not invited, revoked; a caregiver holding
+/// two children, and a caregiver invitation waiting.
+fn insert_all(
+    conn: &Connection,
+    hash: &str,
+    base_url: &str,
+    now: i64,
+) -> rusqlite::Result<Invited> {
     practice::insert(conn, PRACTICE_NAME, true, true, now)?;
     for s in STAFF {
         accounts::insert_staff(
@@ -109,85 +152,83 @@ fn insert_all(conn: &Connection, hash: &str, now: i64) -> rusqlite::Result<()> {
             now,
         )?;
     }
-    // Enrolled: Alex has a portal account reaching their own record.
-    let alex = patients::insert(
-        conn,
-        &NewPatient {
-            first_name: "Alex",
-            last_name: "Rivera",
-            date_of_birth: "1984-03-14",
-            email: "alex@demo.test",
-            phone: "555-0101",
-        },
-        now,
-    )?;
+    let practice = practice::get(conn)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let seeder = Actor::system();
+
+    let alex = patient(conn, "Alex", "Rivera", "1984-03-14", "alex@demo.test", now)?;
     let alex_account =
         accounts::insert_portal_account(conn, "alex@demo.test", "Alex Rivera", hash, now)?;
-    accounts::grant_access(conn, alex_account, alex, "self", "", now)?;
+    accounts::grant_access(conn, alex_account, alex.id, "self", "", now)?;
+    let spouse = InviteRequest {
+        email: "chris@demo.test",
+        phone: "",
+        caregiver: Some(("Chris Rivera", "Spouse")),
+    };
+    portal_access::invite(conn, &practice, &seeder, &alex, &spouse, base_url, now)?;
 
-    // Invited, not yet enrolled: a pending invitation whose link and PIN nobody knows.
-    let sam = patients::insert(
+    let sam = patient(conn, "Sam", "Patel", "1991-07-02", "sam@demo.test", now)?;
+    let request = InviteRequest {
+        email: "sam@demo.test",
+        phone: "555-0102",
+        caregiver: None,
+    };
+    let sam_invitation =
+        portal_access::invite(conn, &practice, &seeder, &sam, &request, base_url, now)?;
+
+    patient(
         conn,
-        &NewPatient {
-            first_name: "Sam",
-            last_name: "Patel",
-            date_of_birth: "1991-07-02",
-            email: "sam@demo.test",
-            phone: "555-0102",
-        },
-        now,
-    )?;
-    patients::insert_invitation(
-        conn,
-        &NewInvitation {
-            patient_id: sam,
-            role: "self",
-            email: "sam@demo.test",
-            phone: "555-0102",
-            caregiver_name: "",
-            relationship: "",
-            token_hash: &crypto::sha256_hex(crypto::random_token().as_bytes()),
-            pin_hash: &crypto::sha256_hex(crypto::random_digits(6).as_bytes()),
-            expires_at: now + 30 * 86_400,
-            created_by: None,
-        },
+        "Taylor",
+        "Nguyen",
+        "1958-11-30",
+        "taylor@demo.test",
         now,
     )?;
 
-    // A child whose parent, Jordan, holds caregiver access.
-    let riley = patients::insert(
+    let blake = patient(
         conn,
-        &NewPatient {
-            first_name: "Riley",
-            last_name: "Morgan",
-            date_of_birth: "2017-09-21",
-            email: "",
-            phone: "555-0103",
-        },
+        "Morgan",
+        "Blake",
+        "1972-05-09",
+        "morgan@demo.test",
         now,
     )?;
+    let blake_account =
+        accounts::insert_portal_account(conn, "morgan@demo.test", "Morgan Blake", hash, now)?;
+    accounts::grant_access(conn, blake_account, blake.id, "self", "", now)?;
+    portal_access::revoke_patient(conn, &seeder, blake.id, now)?;
+
     let jordan =
         accounts::insert_portal_account(conn, "jordan@demo.test", "Jordan Morgan", hash, now)?;
-    accounts::grant_access(conn, jordan, riley, "caregiver", "Parent", now)?;
-    Ok(())
+    for (first, born) in [("Riley", "2017-09-21"), ("Quinn", "2020-02-11")] {
+        let child = patient(conn, first, "Morgan", born, "", now)?;
+        accounts::grant_access(conn, jordan, child.id, "caregiver", "Parent", now)?;
+    }
+    Ok(sam_invitation)
 }
 
 /// The lines printed after seeding: where to sign in, and as whom.
 pub fn logins_text(base: &str, seeded: &Seeded) -> String {
-    let password_line = match seeded {
+    let mut out = format!("Demo practice \"{PRACTICE_NAME}\" (patient messaging enabled)\n");
+    match seeded {
         Seeded::Now {
             password,
-            generated: true,
-        } => format!("Password for every demo login (generated): {password}"),
-        Seeded::Now {
-            generated: false, ..
-        } => "Password for every demo login: the value of CAREPOST_DEMO_PASSWORD".to_owned(),
-        Seeded::Already => {
-            "The demo practice was seeded earlier; its password is the one printed then.".to_owned()
+            generated,
+            ..
+        } => {
+            if *generated {
+                out.push_str(&format!(
+                    "Password for every demo login (generated): {password}\n"
+                ));
+            } else {
+                out.push_str(
+                    "Password for every demo login: the value of CAREPOST_DEMO_PASSWORD\n",
+                );
+            }
         }
-    };
-    let mut out =
-        format!("Demo practice \"{PRACTICE_NAME}\" (patient messaging enabled)\n{password_line}\n");
+        Seeded::Already => out.push_str(
+            "The demo practice was seeded earlier; its password is the one printed then.\n",
+        ),
+    }
     out.push_str(&format!("  Practice view: {base}/practice/login\n"));
     for s in STAFF {
         let role = if s.admin { ", administrator" } else { "" };
@@ -198,7 +239,17 @@ pub fn logins_text(base: &str, seeded: &Seeded) -> String {
     }
     out.push_str(&format!("  Patient portal: {base}/portal/login\n"));
     out.push_str("    alex@demo.test     Alex Rivera, enrolled patient\n");
-    out.push_str("    jordan@demo.test   Jordan Morgan, caregiver of Riley Morgan (child)\n");
-    out.push_str("    sam@demo.test      Sam Patel, invited but not yet enrolled (no login yet)\n");
+    out.push_str(
+        "    jordan@demo.test   Jordan Morgan, caregiver of Riley and Quinn Morgan (children)\n",
+    );
+    out.push_str("    morgan@demo.test   Morgan Blake, whose access the practice revoked\n");
+    if let Seeded::Now {
+        sam_link, sam_pin, ..
+    } = seeded
+    {
+        out.push_str(&format!(
+            "  Sam Patel is invited but not enrolled: register at {sam_link}\n    with date of birth 1991-07-02 and PIN {sam_pin}\n"
+        ));
+    }
     out
 }

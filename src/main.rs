@@ -1,6 +1,7 @@
 //! Carepost: secure messaging between a small medical practice and its patients.
 //! The command line: serve (the default), demo, admin, check-config.
 
+mod audit;
 mod auth;
 mod clock;
 mod config;
@@ -10,6 +11,9 @@ mod db;
 mod demo;
 mod error;
 mod logger;
+mod outbox;
+mod patients;
+mod portal_access;
 mod staff;
 mod web;
 
@@ -210,34 +214,23 @@ const SETUP_LINK_SECS: i64 = 30 * 60;
 
 fn serve(config: Config, demo: bool) -> Result<(), String> {
     logger::init(&config.log_level);
-    let clock = Clock::system();
     let data = DataDir::open(&config.data_dir())?;
-    let mut conn = data.connect()?;
-    let seeded = if demo {
-        let password = std::env::var("CAREPOST_DEMO_PASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty());
-        Some(demo::seed(&mut conn, password, clock.now())?)
-    } else {
-        None
-    };
-    let setup_token = if db::practice::get(&conn)
-        .map_err(|e| format!("cannot read the database: {e}"))?
-        .is_none()
-    {
-        Some(
-            db::practice::new_setup_token(&conn, clock.now() + SETUP_LINK_SECS)
-                .map_err(|e| format!("cannot create the setup link: {e}"))?,
-        )
-    } else {
-        None
-    };
-    drop(conn);
-    web::serve(config, data, clock, |base| {
-        if let Some(seeded) = &seeded {
-            print!("{}", demo::logins_text(base, seeded));
+    web::serve(config, data, Clock::system(), |app| {
+        let base = app.config.public_base();
+        let now = app.clock.now();
+        let mut conn = app.pool.get();
+        if demo {
+            let password = std::env::var("CAREPOST_DEMO_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty());
+            let seeded = demo::seed(&mut conn, password, base, now)?;
+            print!("{}", demo::logins_text(base, &seeded));
         }
-        if let Some(token) = &setup_token {
+        let practice =
+            db::practice::get(&conn).map_err(|e| format!("cannot read the database: {e}"))?;
+        if practice.is_none() {
+            let token = db::practice::new_setup_token(&conn, now + SETUP_LINK_SECS)
+                .map_err(|e| format!("cannot create the setup link: {e}"))?;
             // Printed, not logged: the link is a credential.
             println!(
                 "First-run setup: open {base}/setup/{token} within 30 minutes to name the \
@@ -245,5 +238,6 @@ fn serve(config: Config, demo: bool) -> Result<(), String> {
             );
         }
         let _ = std::io::stdout().flush();
+        Ok(())
     })
 }

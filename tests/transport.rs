@@ -35,7 +35,7 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// and the threads end.
 #[test]
 fn half_sent_requests_do_not_hold_threads() {
-    let server = Server::start(Options::demo().env("CAREPOST_IDLE_CONNECTION_SECONDS", "2"));
+    let server = Server::start(Options::demo().env("CAREPOST_IDLE_CONNECTION_SECONDS", "4"));
     let pid = server.child.id();
     let before = threads_of(pid);
     let mut held: Vec<TcpStream> = (0..200)
@@ -47,13 +47,13 @@ fn half_sent_requests_do_not_hold_threads() {
         })
         .collect();
     assert!(
-        wait_until(Duration::from_secs(5), || threads_of(pid) >= before + 150),
+        wait_until(Duration::from_secs(3), || threads_of(pid) >= before + 150),
         "each connection is served by a thread ({} before, {} now)",
         before,
         threads_of(pid)
     );
     assert!(
-        wait_until(Duration::from_secs(20), || threads_of(pid) <= before + 5),
+        wait_until(Duration::from_secs(25), || threads_of(pid) <= before + 5),
         "threads of silent connections end ({} before, {} now)",
         before,
         threads_of(pid)

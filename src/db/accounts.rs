@@ -11,9 +11,11 @@ pub struct Staff {
     pub access_level: u8,
     pub is_admin: bool,
     pub active: bool,
+    /// Chosen to invite patients when the practice restricts invitations.
+    pub may_invite: bool,
 }
 
-const STAFF_COLUMNS: &str = "id, email, name, degree, access_level, is_admin, active";
+const STAFF_COLUMNS: &str = "id, email, name, degree, access_level, is_admin, active, may_invite";
 
 fn staff_from_row(r: &Row) -> rusqlite::Result<Staff> {
     Ok(Staff {
@@ -24,7 +26,77 @@ fn staff_from_row(r: &Row) -> rusqlite::Result<Staff> {
         access_level: r.get(4)?,
         is_admin: r.get(5)?,
         active: r.get(6)?,
+        may_invite: r.get(7)?,
     })
+}
+
+/// Every staff user, active first, by name.
+pub fn list_staff(conn: &Connection) -> rusqlite::Result<Vec<Staff>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {STAFF_COLUMNS} FROM staff ORDER BY active DESC, name COLLATE NOCASE, id"
+    ))?;
+    let rows = stmt.query_map([], staff_from_row)?;
+    rows.collect()
+}
+
+pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
+    conn.query_row(
+        &format!("SELECT {STAFF_COLUMNS} FROM staff WHERE id = ?1"),
+        [id],
+        staff_from_row,
+    )
+    .optional()
+}
+
+/// Saves the editable fields of a staff user (not the password, not `active`).
+pub fn update_staff(conn: &Connection, s: &Staff) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE staff SET email = ?2, name = ?3, degree = ?4, access_level = ?5, is_admin = ?6,
+                may_invite = ?7
+          WHERE id = ?1",
+        params![
+            s.id,
+            s.email,
+            s.name,
+            s.degree,
+            s.access_level,
+            s.is_admin,
+            s.may_invite
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn set_staff_active(conn: &Connection, id: i64, active: bool) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE staff SET active = ?2 WHERE id = ?1",
+        params![id, active],
+    )?;
+    Ok(())
+}
+
+pub fn active_administrators(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM staff WHERE is_admin = 1 AND active = 1",
+        [],
+        |r| r.get(0),
+    )
+}
+
+pub fn set_staff_password(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE staff SET password_hash = ?2 WHERE id = ?1",
+        params![id, hash],
+    )?;
+    Ok(())
+}
+
+pub fn set_portal_password(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE portal_account SET password_hash = ?2 WHERE id = ?1",
+        params![id, hash],
+    )?;
+    Ok(())
 }
 
 pub struct NewStaff<'a> {
@@ -121,6 +193,24 @@ pub fn portal_account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Por
     .optional()
 }
 
+pub fn portal_account_by_email(
+    conn: &Connection,
+    email: &str,
+) -> rusqlite::Result<Option<PortalAccount>> {
+    conn.query_row(
+        "SELECT id, email, name FROM portal_account WHERE email = ?1",
+        [email],
+        |r| {
+            Ok(PortalAccount {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                name: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
 pub fn portal_credentials(
     conn: &Connection,
     email: &str,
@@ -190,6 +280,61 @@ pub fn grant_access(
         params![account_id, patient_id, role, relationship, now],
     )?;
     Ok(())
+}
+
+/// A caregiver's access to one patient, as the practice sees it.
+#[derive(Clone, Debug)]
+pub struct CaregiverAccess {
+    pub access_id: i64,
+    pub name: String,
+    pub email: String,
+    pub relationship: String,
+    pub active: bool,
+}
+
+pub fn caregivers_of_patient(
+    conn: &Connection,
+    patient_id: i64,
+) -> rusqlite::Result<Vec<CaregiverAccess>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.id, c.name, c.email, a.relationship, a.status = 'active'
+           FROM portal_access a JOIN portal_account c ON c.id = a.account_id
+          WHERE a.patient_id = ?1 AND a.role = 'caregiver'
+          ORDER BY a.status = 'active' DESC, c.name",
+    )?;
+    let rows = stmt.query_map([patient_id], |r| {
+        Ok(CaregiverAccess {
+            access_id: r.get(0)?,
+            name: r.get(1)?,
+            email: r.get(2)?,
+            relationship: r.get(3)?,
+            active: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Revokes the patient's own access (every account holding it). Returns how many were active.
+pub fn revoke_own_access(conn: &Connection, patient_id: i64, now: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE portal_access SET status = 'revoked', revoked_at = ?2
+          WHERE patient_id = ?1 AND role = 'self' AND status = 'active'",
+        params![patient_id, now],
+    )
+}
+
+/// Revokes one caregiver's access to this patient; 0 when it is not theirs or not active.
+pub fn revoke_caregiver(
+    conn: &Connection,
+    patient_id: i64,
+    access_id: i64,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE portal_access SET status = 'revoked', revoked_at = ?3
+          WHERE id = ?2 AND patient_id = ?1 AND role = 'caregiver' AND status = 'active'",
+        params![patient_id, access_id, now],
+    )
 }
 
 /// When a sign-in for this address is next allowed, if it is locked now.

@@ -2,6 +2,8 @@
 //! the server's worker threads. The queries live in one module per noun.
 
 pub mod accounts;
+pub mod audit;
+pub mod outbox;
 pub mod patients;
 pub mod practice;
 pub mod sessions;

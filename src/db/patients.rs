@@ -1,8 +1,87 @@
-//! Patient records and portal invitations.
+//! Patient records, their portal status, and portal invitations.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-pub struct NewPatient<'a> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortalStatus {
+    NotInvited,
+    Invited,
+    Enrolled,
+    Revoked,
+}
+
+impl PortalStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            PortalStatus::NotInvited => "Not invited",
+            PortalStatus::Invited => "Invited",
+            PortalStatus::Enrolled => "Enrolled",
+            PortalStatus::Revoked => "Access revoked",
+        }
+    }
+
+    fn from_code(code: &str) -> PortalStatus {
+        match code {
+            "enrolled" => PortalStatus::Enrolled,
+            "invited" => PortalStatus::Invited,
+            "revoked" => PortalStatus::Revoked,
+            _ => PortalStatus::NotInvited,
+        }
+    }
+}
+
+/// The portal status of `p.id`, as an SQL expression taking `?now` as parameter 1.
+const STATUS_SQL: &str = "CASE
+    WHEN EXISTS (SELECT 1 FROM portal_access a
+                  WHERE a.patient_id = p.id AND a.role = 'self' AND a.status = 'active')
+        THEN 'enrolled'
+    WHEN EXISTS (SELECT 1 FROM invitation i
+                  WHERE i.patient_id = p.id AND i.role = 'self' AND i.status = 'pending'
+                    AND i.expires_at > ?1)
+        THEN 'invited'
+    WHEN EXISTS (SELECT 1 FROM portal_access a
+                  WHERE a.patient_id = p.id AND a.role = 'self' AND a.status = 'revoked')
+        THEN 'revoked'
+    ELSE 'not_invited' END";
+
+#[derive(Clone, Debug)]
+pub struct Patient {
+    pub id: i64,
+    pub first_name: String,
+    pub last_name: String,
+    pub date_of_birth: String,
+    pub email: String,
+    pub phone: String,
+    pub status: PortalStatus,
+}
+
+impl Patient {
+    pub fn full_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name)
+    }
+}
+
+fn patient_from_row(r: &Row) -> rusqlite::Result<Patient> {
+    let status: String = r.get(6)?;
+    Ok(Patient {
+        id: r.get(0)?,
+        first_name: r.get(1)?,
+        last_name: r.get(2)?,
+        date_of_birth: r.get(3)?,
+        email: r.get(4)?,
+        phone: r.get(5)?,
+        status: PortalStatus::from_code(&status),
+    })
+}
+
+fn select(where_order: &str) -> String {
+    format!(
+        "SELECT p.id, p.first_name, p.last_name, p.date_of_birth, p.email, p.phone, {STATUS_SQL}
+           FROM patient p {where_order}"
+    )
+}
+
+pub struct PatientFields<'a> {
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub date_of_birth: &'a str,
@@ -10,7 +89,7 @@ pub struct NewPatient<'a> {
     pub phone: &'a str,
 }
 
-pub fn insert(conn: &Connection, new: &NewPatient, now: i64) -> rusqlite::Result<i64> {
+pub fn insert(conn: &Connection, new: &PatientFields, now: i64) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO patient (first_name, last_name, date_of_birth, email, phone, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -26,6 +105,89 @@ pub fn insert(conn: &Connection, new: &NewPatient, now: i64) -> rusqlite::Result
     Ok(conn.last_insert_rowid())
 }
 
+pub fn update(conn: &Connection, id: i64, f: &PatientFields) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE patient SET first_name = ?2, last_name = ?3, date_of_birth = ?4, email = ?5,
+                phone = ?6
+          WHERE id = ?1",
+        params![
+            id,
+            f.first_name,
+            f.last_name,
+            f.date_of_birth,
+            f.email,
+            f.phone
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<Option<Patient>> {
+    conn.query_row(
+        &select("WHERE p.id = ?2"),
+        params![now, id],
+        patient_from_row,
+    )
+    .optional()
+}
+
+/// One page of patients matching `query` (name, date of birth or email; empty: everyone), by
+/// last name, and whether another page follows.
+pub fn search(
+    conn: &Connection,
+    query: &str,
+    page: u32,
+    per_page: u32,
+    now: i64,
+) -> rusqlite::Result<(Vec<Patient>, bool)> {
+    let query = query.trim();
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
+    let limit = i64::from(per_page) + 1;
+    let order = "ORDER BY p.last_name COLLATE NOCASE, p.first_name COLLATE NOCASE, p.id
+                 LIMIT ?3 OFFSET ?4";
+    let mut rows: Vec<Patient> = if query.is_empty() {
+        let mut stmt = conn.prepare_cached(&select(&format!("WHERE ?2 = '' {order}")))?;
+        let found = stmt.query_map(params![now, "", limit, offset], patient_from_row)?;
+        found.collect::<rusqlite::Result<_>>()?
+    } else if let Some(date) = crate::dates::Date::parse(query) {
+        let mut stmt =
+            conn.prepare_cached(&select(&format!("WHERE p.date_of_birth = ?2 {order}")))?;
+        let found = stmt.query_map(
+            params![now, date.to_string(), limit, offset],
+            patient_from_row,
+        )?;
+        found.collect::<rusqlite::Result<_>>()?
+    } else {
+        // Each word must begin the first name, the last name or the email.
+        let words: Vec<String> = query
+            .split_whitespace()
+            .take(4)
+            .map(|w| format!("{}%", w.replace(['%', '_', '\\'], "")))
+            .collect();
+        let mut conditions = Vec::new();
+        for i in 0..words.len() {
+            let n = i + 5;
+            conditions.push(format!(
+                "(p.first_name LIKE ?{n} OR p.last_name LIKE ?{n} OR p.email LIKE ?{n})"
+            ));
+        }
+        let sql = select(&format!(
+            "WHERE ?2 = ?2 AND {} {order}",
+            conditions.join(" AND ")
+        ));
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now, &"", &limit, &offset];
+        for w in &words {
+            values.push(w);
+        }
+        let found = stmt.query_map(values.as_slice(), patient_from_row)?;
+        found.collect::<rusqlite::Result<_>>()?
+    };
+    let more = rows.len() > per_page as usize;
+    rows.truncate(per_page as usize);
+    Ok((rows, more))
+}
+
 pub struct NewInvitation<'a> {
     pub patient_id: i64,
     pub role: &'a str,
@@ -34,7 +196,7 @@ pub struct NewInvitation<'a> {
     pub caregiver_name: &'a str,
     pub relationship: &'a str,
     pub token_hash: &'a str,
-    pub pin_hash: &'a str,
+    pub pin: &'a str,
     pub expires_at: i64,
     pub created_by: Option<i64>,
 }
@@ -46,7 +208,7 @@ pub fn insert_invitation(
 ) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO invitation (patient_id, role, email, phone, caregiver_name, relationship,
-                                 token_hash, pin_hash, status, expires_at, created_by, created_at)
+                                 token_hash, pin, status, expires_at, created_by, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11)",
         params![
             new.patient_id,
@@ -56,11 +218,129 @@ pub fn insert_invitation(
             new.caregiver_name,
             new.relationship,
             new.token_hash,
-            new.pin_hash,
+            new.pin,
             new.expires_at,
             new.created_by,
             now
         ],
     )?;
     Ok(conn.last_insert_rowid())
+}
+
+#[derive(Clone, Debug)]
+pub struct Invitation {
+    pub id: i64,
+    pub patient_id: i64,
+    pub role: String,
+    pub email: String,
+    pub caregiver_name: String,
+    pub relationship: String,
+    pub pin: String,
+    pub status: String,
+    pub expires_at: i64,
+}
+
+impl Invitation {
+    pub fn is_caregiver(&self) -> bool {
+        self.role == "caregiver"
+    }
+
+    pub fn usable(&self, now: i64) -> bool {
+        self.status == "pending" && self.expires_at > now
+    }
+}
+
+const INVITATION_COLUMNS: &str =
+    "id, patient_id, role, email, caregiver_name, relationship, pin, status, expires_at";
+
+fn invitation_from_row(r: &Row) -> rusqlite::Result<Invitation> {
+    Ok(Invitation {
+        id: r.get(0)?,
+        patient_id: r.get(1)?,
+        role: r.get(2)?,
+        email: r.get(3)?,
+        caregiver_name: r.get(4)?,
+        relationship: r.get(5)?,
+        pin: r.get(6)?,
+        status: r.get(7)?,
+        expires_at: r.get(8)?,
+    })
+}
+
+pub fn invitation_by_token_hash(
+    conn: &Connection,
+    token_hash: &str,
+) -> rusqlite::Result<Option<Invitation>> {
+    conn.query_row(
+        &format!("SELECT {INVITATION_COLUMNS} FROM invitation WHERE token_hash = ?1"),
+        [token_hash],
+        invitation_from_row,
+    )
+    .optional()
+}
+
+/// The patient's invitations that can still be used, newest first.
+pub fn pending_invitations(
+    conn: &Connection,
+    patient_id: i64,
+    now: i64,
+) -> rusqlite::Result<Vec<Invitation>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {INVITATION_COLUMNS} FROM invitation
+          WHERE patient_id = ?1 AND status = 'pending' AND expires_at > ?2
+          ORDER BY id DESC"
+    ))?;
+    let rows = stmt.query_map(params![patient_id, now], invitation_from_row)?;
+    rows.collect()
+}
+
+/// Cancels the patient's pending invitations of one role (a re-invite kills the old link).
+pub fn cancel_pending(conn: &Connection, patient_id: i64, role: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE invitation SET status = 'cancelled'
+          WHERE patient_id = ?1 AND role = ?2 AND status = 'pending'",
+        params![patient_id, role],
+    )
+}
+
+/// Cancels one pending invitation of this patient; 0 when there is none such.
+pub fn cancel_invitation(conn: &Connection, patient_id: i64, id: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE invitation SET status = 'cancelled'
+          WHERE id = ?2 AND patient_id = ?1 AND status = 'pending'",
+        params![patient_id, id],
+    )
+}
+
+/// Counts a wrong date of birth or PIN; locks the invitation at `lock_at` failures. Returns
+/// whether it is now locked.
+pub fn record_failed_attempt(conn: &Connection, id: i64, lock_at: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "UPDATE invitation
+            SET failed_attempts = failed_attempts + 1,
+                status = CASE WHEN failed_attempts + 1 >= ?2 THEN 'locked' ELSE status END
+          WHERE id = ?1
+      RETURNING status = 'locked'",
+        params![id, lock_at],
+        |r| r.get(0),
+    )
+}
+
+/// Marks a pending invitation used; false when it was no longer pending (used by a
+/// concurrent request).
+pub fn mark_used(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE invitation SET status = 'used' WHERE id = ?1 AND status = 'pending'",
+        [id],
+    )? == 1)
+}
+
+/// Patients eligible for auto-invite: never invited, never enrolled, with an email.
+pub fn has_portal_history(conn: &Connection, patient_id: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM invitation WHERE patient_id = ?1 AND role = 'self')
+             OR EXISTS (SELECT 1 FROM portal_access WHERE patient_id = ?1 AND role = 'self')",
+        [patient_id],
+        |r| r.get(0),
+    )
 }

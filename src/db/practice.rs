@@ -1,26 +1,39 @@
-//! The practice row and the first-run setup link.
+//! The practice row (name and settings) and the first-run setup link.
 
 use crate::crypto;
 use rusqlite::{params, Connection, OptionalExtension};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Practice {
     pub name: String,
     pub phone: String,
     pub messaging_enabled: bool,
+    /// Add messages about patients to the chart automatically.
+    pub auto_chart: bool,
+    /// Archiving a shared thread archives it for everyone.
+    pub archive_for_everyone: bool,
+    /// Only administrators and chosen users may invite patients.
+    pub invite_chosen_only: bool,
+    pub auto_invite: bool,
     pub is_demo: bool,
 }
 
 pub fn get(conn: &Connection) -> rusqlite::Result<Option<Practice>> {
     conn.query_row(
-        "SELECT name, phone, messaging_enabled, is_demo FROM practice WHERE id = 1",
+        "SELECT name, phone, messaging_enabled, auto_chart, archive_for_everyone,
+                invite_policy = 'chosen', auto_invite, is_demo
+           FROM practice WHERE id = 1",
         [],
         |r| {
             Ok(Practice {
                 name: r.get(0)?,
                 phone: r.get(1)?,
                 messaging_enabled: r.get(2)?,
-                is_demo: r.get(3)?,
+                auto_chart: r.get(3)?,
+                archive_for_everyone: r.get(4)?,
+                invite_chosen_only: r.get(5)?,
+                auto_invite: r.get(6)?,
+                is_demo: r.get(7)?,
             })
         },
     )
@@ -41,6 +54,28 @@ pub fn insert(
     )?;
     // Setup is done: no setup link may work any more.
     conn.execute("DELETE FROM setup_token", [])?;
+    Ok(())
+}
+
+pub fn update(conn: &Connection, p: &Practice) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE practice SET name = ?1, phone = ?2, messaging_enabled = ?3, auto_chart = ?4,
+                archive_for_everyone = ?5, invite_policy = ?6, auto_invite = ?7
+          WHERE id = 1",
+        params![
+            p.name,
+            p.phone,
+            p.messaging_enabled,
+            p.auto_chart,
+            p.archive_for_everyone,
+            if p.invite_chosen_only {
+                "chosen"
+            } else {
+                "everyone"
+            },
+            p.auto_invite
+        ],
+    )?;
     Ok(())
 }
 

@@ -101,6 +101,19 @@ pub fn delete(conn: &Connection, token_hash: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Ends every session of one user, except `keep` (the session that asked, when it should live).
+pub fn delete_for_principal(
+    conn: &Connection,
+    audience: Audience,
+    principal_id: i64,
+    keep: Option<&str>,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM session WHERE audience = ?1 AND principal_id = ?2 AND token_hash IS NOT ?3",
+        params![audience.as_str(), principal_id, keep],
+    )
+}
+
 /// Removes sessions that can no longer be used, so the table does not grow without bound.
 pub fn delete_expired(
     conn: &Connection,
@@ -111,4 +124,71 @@ pub fn delete_expired(
         "DELETE FROM session WHERE last_seen_at < ?1 OR created_at < ?2",
         params![idle_before, created_before],
     )
+}
+
+/// One-time password links.
+pub mod resets {
+    use super::Audience;
+    use crate::crypto;
+    use rusqlite::{params, Connection, OptionalExtension};
+
+    /// Creates a link valid until `expires_at` and returns its token; earlier unused links of
+    /// the same user stop working.
+    pub fn create(
+        conn: &Connection,
+        audience: Audience,
+        principal_id: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> rusqlite::Result<String> {
+        conn.execute(
+            "UPDATE password_reset SET used_at = ?3
+              WHERE audience = ?1 AND principal_id = ?2 AND used_at IS NULL",
+            params![audience.as_str(), principal_id, now],
+        )?;
+        let token = crypto::random_token();
+        conn.execute(
+            "INSERT INTO password_reset (token_hash, audience, principal_id, expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![crypto::sha256_hex(token.as_bytes()), audience.as_str(), principal_id, expires_at, now],
+        )?;
+        Ok(token)
+    }
+
+    /// The user a live link belongs to.
+    pub fn find(
+        conn: &Connection,
+        audience: Audience,
+        token: &str,
+        now: i64,
+    ) -> rusqlite::Result<Option<i64>> {
+        conn.query_row(
+            "SELECT principal_id FROM password_reset
+              WHERE token_hash = ?1 AND audience = ?2 AND used_at IS NULL AND expires_at > ?3",
+            params![crypto::sha256_hex(token.as_bytes()), audience.as_str(), now],
+            |r| r.get(0),
+        )
+        .optional()
+    }
+
+    pub fn mark_used(conn: &Connection, token: &str, now: i64) -> rusqlite::Result<()> {
+        conn.execute(
+            "UPDATE password_reset SET used_at = ?2 WHERE token_hash = ?1",
+            params![crypto::sha256_hex(token.as_bytes()), now],
+        )?;
+        Ok(())
+    }
+
+    /// When this user last asked for a link, for throttling requests.
+    pub fn last_requested(
+        conn: &Connection,
+        audience: Audience,
+        principal_id: i64,
+    ) -> rusqlite::Result<Option<i64>> {
+        conn.query_row(
+            "SELECT max(created_at) FROM password_reset WHERE audience = ?1 AND principal_id = ?2",
+            params![audience.as_str(), principal_id],
+            |r| r.get(0),
+        )
+    }
 }

@@ -10,6 +10,11 @@ use std::io::Read;
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
+    /// A form filled from stored values, for showing an edit page.
+    pub fn from_pairs(pairs: Vec<(&str, String)>) -> Form {
+        Form(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
     /// The field's value, or "" when absent. Values keep what was typed (minus NUL bytes and
     /// carriage returns, which no field needs).
     pub fn get(&self, name: &str) -> &str {

@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod csrf;
 pub mod form;
+pub mod password;
 pub mod portal;
 pub mod practice;
 pub mod routes;
@@ -32,12 +33,13 @@ pub struct App {
 
 /// Starts serving and returns when a SIGINT or SIGTERM has been handled: new connections are
 /// refused, requests in flight finish, and the write-ahead log is folded into the database.
-/// `announce` is called with the public base URL once the address is bound.
+/// `prepare` runs once the address is bound and before requests are answered (they get 503
+/// meanwhile): it may seed data and print what the operator needs, knowing the public URL.
 pub fn serve(
     mut config: Config,
     data: DataDir,
     clock: Clock,
-    announce: impl FnOnce(&str),
+    prepare: impl FnOnce(&App) -> Result<(), String>,
 ) -> Result<(), String> {
     let workers = usize::try_from(config.workers).unwrap_or(8);
     let pool = Pool::new(&data, workers)?;
@@ -57,19 +59,20 @@ pub fn serve(
     if config.public_url.is_empty() {
         config.public_url = format!("http://{addr}");
     }
-    let app = slot.get_or_init(|| App {
+    let app = App {
         config,
         pool,
         clock,
         schema_version: data.schema_version,
-    });
+    };
+    prepare(&app)?;
+    let app = slot.get_or_init(|| app);
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
-    announce(app.config.public_base());
     println!("listening on http://{addr}");
     log::info!("listening on http://{addr} with {workers} workers");
 
@@ -244,6 +247,32 @@ pub fn with_security_headers(mut response: Response, config: &Config) -> Respons
     response
 }
 
+/// Renders maud markup as an HTML page response.
+pub fn html(markup: maud::Markup) -> Response {
+    Response::html(markup.into_string())
+}
+
+/// The client's address, for the audit log.
+pub fn client(request: &Request) -> String {
+    request.remote_addr().ip().to_string()
+}
+
+/// The fixed text for a `?notice=` code; unknown codes show nothing.
+pub fn notice_text(request: &Request) -> Option<&'static str> {
+    Some(match request.get_param("notice")?.as_str() {
+        "saved" => "Your changes are saved.",
+        "created" => "Created.",
+        "invited" => "The invitation is on its way by email. Give the patient the PIN shown below; it is never emailed.",
+        "cancelled" => "The invitation is cancelled: its link no longer works.",
+        "revoked" => "Portal access is revoked. The messages stay in the practice view.",
+        "deactivated" => "The user is deactivated and signed out everywhere.",
+        "reactivated" => "The user is active again.",
+        "link_sent" => "A link to choose a password is on its way by email.",
+        "password_changed" => "Your password is changed. Other devices where you were signed in are signed out.",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -269,9 +298,4 @@ mod tests {
             assert!(super::check_url(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// Renders maud markup as an HTML page response.
-pub fn html(markup: maud::Markup) -> Response {
-    Response::html(markup.into_string())
 }

@@ -1,6 +1,8 @@
 //! Every route of both views, in one table.
 
-use super::{assets, portal, practice, setup, App};
+use super::portal::{self, register};
+use super::practice::{self, admin, patients};
+use super::{assets, password, setup, App};
 use crate::error::{AppError, AppResult};
 use rouille::{Request, Response};
 
@@ -44,15 +46,86 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/assets/{file}", assets::serve),
     route("GET", "/setup/{token}", setup::form),
     route("POST", "/setup/{token}", setup::submit),
-    // Practice view
+    // Practice view: signing in
     route("GET", "/practice/login", practice::login_form),
     route("POST", "/practice/login", practice::login_submit),
     route("POST", "/practice/logout", practice::logout),
+    route("GET", "/practice/forgot", password::staff_forgot_form),
+    route("POST", "/practice/forgot", password::staff_forgot),
+    route("GET", "/practice/reset/{token}", password::staff_reset_form),
+    route("POST", "/practice/reset/{token}", password::staff_reset),
+    route("GET", "/practice/account", password::staff_account),
+    route("POST", "/practice/account/password", password::staff_change),
     route("GET", "/practice", practice::home),
+    // Practice view: patients and their portal access
+    route("GET", "/practice/patients", patients::list),
+    route("GET", "/practice/patients/new", patients::new_form),
+    route("POST", "/practice/patients/new", patients::create),
+    route("GET", "/practice/patients/{id}", patients::show),
+    route("GET", "/practice/patients/{id}/edit", patients::edit_form),
+    route("POST", "/practice/patients/{id}/edit", patients::update),
+    route(
+        "GET",
+        "/practice/patients/{id}/invite",
+        patients::invite_form,
+    ),
+    route("POST", "/practice/patients/{id}/invite", patients::invite),
+    route("POST", "/practice/patients/{id}/revoke", patients::revoke),
+    route(
+        "POST",
+        "/practice/patients/{id}/invitations/{invitation}/cancel",
+        patients::cancel_invitation,
+    ),
+    route(
+        "GET",
+        "/practice/patients/{id}/caregivers/new",
+        patients::caregiver_form,
+    ),
+    route(
+        "POST",
+        "/practice/patients/{id}/caregivers/new",
+        patients::invite_caregiver,
+    ),
+    route(
+        "POST",
+        "/practice/patients/{id}/caregivers/{access}/revoke",
+        patients::revoke_caregiver,
+    ),
+    // Practice view: administration
+    route("GET", "/practice/admin/users", admin::users),
+    route("GET", "/practice/admin/users/new", admin::new_user_form),
+    route("POST", "/practice/admin/users/new", admin::create_user),
+    route("GET", "/practice/admin/users/{id}", admin::edit_user_form),
+    route("POST", "/practice/admin/users/{id}", admin::update_user),
+    route(
+        "POST",
+        "/practice/admin/users/{id}/deactivate",
+        admin::deactivate_user,
+    ),
+    route(
+        "POST",
+        "/practice/admin/users/{id}/reactivate",
+        admin::reactivate_user,
+    ),
+    route(
+        "POST",
+        "/practice/admin/users/{id}/password-link",
+        admin::send_password_link,
+    ),
+    route("GET", "/practice/admin/settings", admin::settings),
+    route("POST", "/practice/admin/settings", admin::save_settings),
     // Patient portal
     route("GET", "/portal/login", portal::login_form),
     route("POST", "/portal/login", portal::login_submit),
     route("POST", "/portal/logout", portal::logout),
+    route("GET", "/portal/forgot", password::portal_forgot_form),
+    route("POST", "/portal/forgot", password::portal_forgot),
+    route("GET", "/portal/reset/{token}", password::portal_reset_form),
+    route("POST", "/portal/reset/{token}", password::portal_reset),
+    route("GET", "/portal/register/{token}", register::form),
+    route("POST", "/portal/register/{token}", register::submit),
+    route("GET", "/portal/account", password::portal_account),
+    route("POST", "/portal/account/password", password::portal_change),
     route("GET", "/portal", portal::home),
     route("POST", "/portal/acting", portal::switch_patient),
 ];

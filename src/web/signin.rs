@@ -40,6 +40,8 @@ pub fn form(app: &App, request: &Request, audience: Audience) -> AppResult<Respo
         ))
     } else if request.get_param("signed_out").is_some() {
         Some("You have signed out.".to_owned())
+    } else if request.get_param("reset").is_some() {
+        Some("Your new password is saved. Sign in with it.".to_owned())
     } else {
         None
     };
@@ -84,6 +86,7 @@ fn render(
                 (Field::new("password", "Password").kind("password").autocomplete("current-password").render(errors))
                 button type="submit" { "Sign in" }
             }
+            p { a href={ (w.action.trim_end_matches("/login")) "/forgot" } { "Forgot your password?" } }
             @if audience == Audience::Staff {
                 p.aside { "Are you a patient? " a href="/portal/login" { "Sign in to the patient portal" } "." }
             } @else {

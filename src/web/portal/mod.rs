@@ -1,5 +1,7 @@
 //! The patient portal (patients and caregivers).
 
+pub mod register;
+
 use super::form;
 use super::routes::Params;
 use super::views::layout::{page, Context};
@@ -37,31 +39,18 @@ pub fn home(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
             },
         )));
     };
-    let others: Vec<_> = caller.active_accesses().collect();
     Ok(html(page(
         &ctx,
         "Portal home",
         html! {
             h1 { "Welcome, " (caller.account.name) }
             @if acting.is_caregiver() {
-                p { "You are using the portal as a caregiver for " strong { (acting.patient_name) } "." }
+                p { "You are using the portal as a caregiver (" (acting.relationship) ") for " strong { (acting.patient_name) } "." }
             } @else {
                 p { "You are viewing your own health record." }
             }
-            @if others.len() > 1 {
-                form.stacked method="post" action="/portal/acting" {
-                    (super::views::csrf_field(&caller.session.csrf_token))
-                    label for="patient" { "Whose record to view" }
-                    select #patient name="patient" {
-                        @for access in &others {
-                            option value=(access.patient_id) selected[access.patient_id == acting.patient_id] {
-                                (access.patient_name)
-                                @if access.is_caregiver() { " (as caregiver)" }
-                            }
-                        }
-                    }
-                    button type="submit" { "Switch" }
-                }
+            @if caller.active_accesses().count() > 1 {
+                p { "You can switch to another record with \"Viewing\" at the top of every page." }
             }
         },
     )))

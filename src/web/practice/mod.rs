@@ -1,5 +1,8 @@
 //! The practice view (staff).
 
+pub mod admin;
+pub mod patients;
+
 use super::routes::Params;
 use super::views::layout::{page, Context};
 use super::{html, session, signin, App};

@@ -19,6 +19,9 @@ pub enum View {
         csrf: String,
         /// "Alex Rivera" or "Riley Morgan (as caregiver)".
         acting_for: Option<String>,
+        acting_id: Option<i64>,
+        /// Every record the account may switch to: (patient id, label).
+        records: Vec<(i64, String)>,
     },
 }
 
@@ -47,18 +50,24 @@ impl Context {
     }
 
     pub fn portal(app: &App, caller: &crate::web::session::PortalCaller) -> Context {
+        let label = |a: &crate::db::accounts::PatientAccess| {
+            if a.is_caregiver() {
+                format!("{} (as caregiver)", a.patient_name)
+            } else {
+                a.patient_name.clone()
+            }
+        };
         Context {
             practice_name: practice_name(app),
             view: View::Portal {
                 account_name: caller.account.name.clone(),
                 csrf: caller.session.csrf_token.clone(),
-                acting_for: caller.acting.as_ref().map(|a| {
-                    if a.is_caregiver() {
-                        format!("{} (as caregiver)", a.patient_name)
-                    } else {
-                        a.patient_name.clone()
-                    }
-                }),
+                acting_for: caller.acting.as_ref().map(label),
+                acting_id: caller.acting.as_ref().map(|a| a.patient_id),
+                records: caller
+                    .active_accesses()
+                    .map(|a| (a.patient_id, label(a)))
+                    .collect(),
             },
         }
     }
@@ -119,10 +128,23 @@ fn user_bar(ctx: &Context) -> Markup {
             account_name,
             csrf,
             acting_for,
+            acting_id,
+            records,
         } => html! {
             div.user {
                 span { "Signed in as " strong { (account_name) } }
-                @if let Some(name) = acting_for {
+                @if records.len() > 1 {
+                    form.inline.switcher method="post" action="/portal/acting" {
+                        (csrf_field(csrf))
+                        label for="acting-patient" { "Viewing" }
+                        select #acting-patient name="patient" {
+                            @for (id, label) in records {
+                                option value=(id) selected[Some(*id) == *acting_id] { (label) }
+                            }
+                        }
+                        button.small type="submit" { "Switch" }
+                    }
+                } @else if let Some(name) = acting_for {
                     span.acting { "Viewing " strong { (name) } }
                 }
                 form.inline method="post" action="/portal/logout" {
@@ -137,10 +159,16 @@ fn user_bar(ctx: &Context) -> Markup {
 fn navigation(ctx: &Context) -> Markup {
     match &ctx.view {
         View::Public => html! {},
-        View::Practice { .. } => html! {
+        View::Practice { is_admin, .. } => html! {
             nav aria-label="Practice" {
                 ul {
                     li { a href="/practice" { "Home" } }
+                    li { a href="/practice/patients" { "Patients" } }
+                    @if *is_admin {
+                        li { a href="/practice/admin/users" { "Users" } }
+                        li { a href="/practice/admin/settings" { "Practice settings" } }
+                    }
+                    li { a href="/practice/account" { "My account" } }
                 }
             }
         },
@@ -148,6 +176,7 @@ fn navigation(ctx: &Context) -> Markup {
             nav aria-label="Portal" {
                 ul {
                     li { a href="/portal" { "Home" } }
+                    li { a href="/portal/account" { "My account" } }
                 }
             }
         },

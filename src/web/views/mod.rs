@@ -94,3 +94,70 @@ impl<'a> Field<'a> {
 pub fn csrf_field(token: &str) -> Markup {
     html! { input type="hidden" name=(crate::web::csrf::FIELD) value=(token); }
 }
+
+/// A labelled checkbox with an optional hint and error.
+pub fn checkbox(
+    name: &'static str,
+    label: &str,
+    checked: bool,
+    hint: &str,
+    errors: &FieldErrors,
+) -> Markup {
+    let error = errors.get(name);
+    html! {
+        div.field.checkbox.has-error[error.is_some()] {
+            @if let Some(message) = error {
+                p.field-error id={ (name) "-error" } { (message) }
+            }
+            input type="checkbox" id=(name) name=(name) value="on" checked[checked]
+                aria-describedby=[(!hint.is_empty()).then(|| format!("{name}-hint"))];
+            label for=(name) { (label) }
+            @if !hint.is_empty() {
+                p.hint id={ (name) "-hint" } { (hint) }
+            }
+        }
+    }
+}
+
+/// A labelled select of (value, text) options.
+pub fn select(
+    name: &'static str,
+    label: &str,
+    options: &[(String, String)],
+    selected: &str,
+    errors: &FieldErrors,
+) -> Markup {
+    let error = errors.get(name);
+    html! {
+        div.field.has-error[error.is_some()] {
+            label for=(name) { (label) }
+            @if let Some(message) = error {
+                p.field-error id={ (name) "-error" } { (message) }
+            }
+            select id=(name) name=(name) aria-invalid=[error.map(|_| "true")] {
+                @for (value, text) in options {
+                    option value=(value) selected[value == selected] { (text) }
+                }
+            }
+        }
+    }
+}
+
+/// A one-button form that posts to `action` (for actions such as revoke or deactivate).
+pub fn action_button(action: &str, csrf: &str, label: &str, class: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf_field(csrf))
+            button class=(class) type="submit" { (label) }
+        }
+    }
+}
+
+/// A notice chosen by a fixed code in the address (`?notice=saved`), never user text.
+pub fn notice(text: Option<&str>) -> Markup {
+    html! {
+        @if let Some(text) = text {
+            p.notice role="status" { (text) }
+        }
+    }
+}

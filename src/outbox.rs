@@ -1,0 +1,79 @@
+//! The emails Carepost sends, as outbox rows written in the transaction of their cause. No
+//! template takes a patient's name, date of birth, a PIN or anything clinical: an email says
+//! only that something is waiting and where to sign in.
+
+use crate::db::outbox::{self, NewEmail};
+use rusqlite::Connection;
+
+pub fn queue_invitation(
+    conn: &Connection,
+    practice: &str,
+    to: &str,
+    link: &str,
+    caregiver: bool,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let whom = if caregiver {
+        "to help a family member or someone you care for through its secure patient portal"
+    } else {
+        "to its secure patient portal"
+    };
+    let body = format!(
+        "Hello,\n\n{practice} has invited you {whom}.\n\n\
+         To register, open this link. It works once and for 30 days:\n{link}\n\n\
+         You will be asked for a PIN. The practice gives you the PIN in person or by phone; it is \
+         never sent by email.\n\n\
+         If you did not expect this invitation, you can ignore this email.\n\n{practice}\n"
+    );
+    outbox::queue(
+        conn,
+        &NewEmail {
+            kind: if caregiver {
+                "caregiver_invitation"
+            } else {
+                "invitation"
+            },
+            recipient: to,
+            subject: &format!("Your invitation to the {practice} patient portal"),
+            body_text: &body,
+        },
+        now,
+    )
+}
+
+pub fn queue_password_reset(
+    conn: &Connection,
+    practice: &str,
+    to: &str,
+    link: &str,
+    by_administrator: bool,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let (why, valid) = if by_administrator {
+        (
+            "An administrator of your practice asked you to choose a new password",
+            "24 hours",
+        )
+    } else {
+        (
+            "Someone, probably you, asked to reset your password",
+            "one hour",
+        )
+    };
+    let body = format!(
+        "Hello,\n\n{why} for {practice} on Carepost.\n\n\
+         To choose a new password, open this link within {valid}. It works once:\n{link}\n\n\
+         If you did not ask for this, you can ignore this email: your password stays as it is.\n\n\
+         {practice}\n"
+    );
+    outbox::queue(
+        conn,
+        &NewEmail {
+            kind: "password_reset",
+            recipient: to,
+            subject: &format!("Choose a new password for {practice}"),
+            body_text: &body,
+        },
+        now,
+    )
+}
