@@ -11,14 +11,26 @@ pub enum AppError {
     BadRequest(String),
     /// A state change without a valid CSRF token.
     CsrfRejected,
-    /// The caller must sign in (or sign in again) first.
-    SignInRequired { portal: bool, expired: bool },
+    /// The caller must sign in (or sign in again) first; `ended` says why a session ended.
+    SignInRequired {
+        portal: bool,
+        ended: Option<SessionEnd>,
+    },
     /// Signed in, but this page is not for them (used only where existence is not secret).
     Forbidden,
     /// The body is larger than the configured limit.
     PayloadTooLarge { limit: u64 },
     /// Something failed inside; the text goes to the log only.
     Internal(String),
+}
+
+/// Why a session ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// No request for the idle limit.
+    Idle,
+    /// Older than the absolute lifetime, however active.
+    Lifetime,
 }
 
 impl AppError {

@@ -214,6 +214,9 @@ const SETUP_LINK_SECS: i64 = 30 * 60;
 
 fn serve(config: Config, demo: bool) -> Result<(), String> {
     logger::init(&config.log_level);
+    // An occupied port is reported before the data folder is touched.
+    std::net::TcpListener::bind(&config.listen)
+        .map_err(|e| web::describe_bind_error(&config.listen, &e))?;
     let data = DataDir::open(&config.data_dir())?;
     web::serve(config, data, Clock::system(), |app| {
         let base = app.config.public_base();

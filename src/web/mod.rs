@@ -17,7 +17,7 @@ pub mod views;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, DataDir, Pool};
-use crate::error::AppError;
+use crate::error::{AppError, SessionEnd};
 use rouille::{Request, Response};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -100,7 +100,7 @@ pub fn serve(
     Ok(())
 }
 
-fn describe_bind_error(listen: &str, e: &(dyn std::error::Error + Send + Sync)) -> String {
+pub fn describe_bind_error(listen: &str, e: &dyn std::fmt::Display) -> String {
     let text = e.to_string();
     if text.contains("in use") {
         format!(
@@ -193,11 +193,15 @@ fn respond_error(app: &App, request: &Request, error: AppError) -> Response {
         AppError::CsrfRejected => (403, "Form expired", "This form has expired or did not come from Carepost, so nothing was changed. Go back, reload the page and try again.".to_owned()),
         AppError::Forbidden => (403, "Not allowed", "Your account does not give access to this page.".to_owned()),
         AppError::PayloadTooLarge { limit } => (413, "Too large", format!("What was sent is larger than the {} bytes this form accepts, so nothing was saved.", limit)),
-        AppError::SignInRequired { portal, expired } => {
+        AppError::SignInRequired { portal, ended } => {
             let login = if *portal { "/portal/login" } else { "/practice/login" };
-            let target = if *expired { format!("{login}?expired=1") } else { login.to_owned() };
+            let target = match ended {
+                Some(SessionEnd::Idle) => format!("{login}?expired=idle"),
+                Some(SessionEnd::Lifetime) => format!("{login}?expired=lifetime"),
+                None => login.to_owned(),
+            };
             let mut response = Response::redirect_303(target);
-            if *expired {
+            if ended.is_some() {
                 response = session::clear_cookie(response, app, if *portal { db::sessions::Audience::Portal } else { db::sessions::Audience::Staff });
             }
             return response;
@@ -280,7 +284,7 @@ mod tests {
         for good in [
             "/",
             "/practice",
-            "/portal/login?expired=1",
+            "/portal/login?expired=idle",
             "/setup/ab%20c",
             "/caf%C3%A9",
         ] {

@@ -169,7 +169,7 @@ fn matches(pattern: &str, path: &str) -> Option<Params> {
     }
 }
 
-/// No route: 405 when the path exists for another method, else 404.
+/// No route: 400 when the path exists for another method (saying so), else 404.
 pub fn not_routed(method: &str, path: &str) -> AppError {
     let known_path = ROUTES.iter().any(|r| matches(r.pattern, path).is_some());
     if known_path {

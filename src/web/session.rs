@@ -4,7 +4,7 @@
 use super::App;
 use crate::db::accounts::{self, PatientAccess, PortalAccount, Staff};
 use crate::db::sessions::{self, Audience, Session};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, SessionEnd};
 use rouille::{Request, Response};
 
 /// Sessions are refreshed in the database at most this often, not on every request.
@@ -68,20 +68,27 @@ fn live_session(
     app: &App,
     request: &Request,
     audience: Audience,
-) -> AppResult<Result<Session, bool>> {
+) -> AppResult<Result<Session, Option<SessionEnd>>> {
     let Some(token) = token(request, audience) else {
-        return Ok(Err(false));
+        return Ok(Err(None));
     };
     let conn = app.pool.get();
     let Some(session) = sessions::find(&conn, audience, &token)? else {
-        return Ok(Err(false));
+        return Ok(Err(None));
     };
     let now = app.clock.now();
     let idle_limit = i64::try_from(app.config.session_idle_minutes * 60).unwrap_or(i64::MAX);
     let age_limit = i64::try_from(app.config.session_max_hours * 3600).unwrap_or(i64::MAX);
-    if now - session.last_seen_at > idle_limit || now - session.created_at > age_limit {
+    let ended = if now - session.created_at > age_limit {
+        Some(SessionEnd::Lifetime)
+    } else if now - session.last_seen_at > idle_limit {
+        Some(SessionEnd::Idle)
+    } else {
+        None
+    };
+    if ended.is_some() {
         sessions::delete(&conn, &session.token_hash)?;
-        return Ok(Err(true));
+        return Ok(Err(ended));
     }
     if now - session.last_seen_at >= TOUCH_EVERY_SECS {
         sessions::touch(&conn, &session.token_hash, now)?;
@@ -96,12 +103,11 @@ pub struct StaffCaller {
 }
 
 pub fn staff(app: &App, request: &Request) -> AppResult<StaffCaller> {
-    let session = live_session(app, request, Audience::Staff)?.map_err(|expired| {
-        AppError::SignInRequired {
+    let session =
+        live_session(app, request, Audience::Staff)?.map_err(|ended| AppError::SignInRequired {
             portal: false,
-            expired,
-        }
-    })?;
+            ended,
+        })?;
     let conn = app.pool.get();
     // A deactivated user is signed out at once: their sessions no longer find them.
     match accounts::active_staff(&conn, session.principal_id)? {
@@ -110,7 +116,7 @@ pub fn staff(app: &App, request: &Request) -> AppResult<StaffCaller> {
             sessions::delete(&conn, &session.token_hash)?;
             Err(AppError::SignInRequired {
                 portal: false,
-                expired: false,
+                ended: None,
             })
         }
     }
@@ -142,10 +148,10 @@ impl PortalCaller {
 }
 
 pub fn portal_user(app: &App, request: &Request) -> AppResult<PortalCaller> {
-    let session = live_session(app, request, Audience::Portal)?.map_err(|expired| {
+    let session = live_session(app, request, Audience::Portal)?.map_err(|ended| {
         AppError::SignInRequired {
             portal: true,
-            expired,
+            ended,
         }
     })?;
     let conn = app.pool.get();
@@ -153,7 +159,7 @@ pub fn portal_user(app: &App, request: &Request) -> AppResult<PortalCaller> {
         sessions::delete(&conn, &session.token_hash)?;
         return Err(AppError::SignInRequired {
             portal: true,
-            expired: false,
+            ended: None,
         });
     };
     let accesses = accounts::accesses_for_account(&conn, account.id)?;

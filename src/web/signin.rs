@@ -33,7 +33,14 @@ fn words(audience: Audience) -> Words {
 }
 
 pub fn form(app: &App, request: &Request, audience: Audience) -> AppResult<Response> {
-    let notice = if request.get_param("expired").is_some() {
+    let expired = request.get_param("expired");
+    let notice = if expired.as_deref() == Some("lifetime") {
+        let hours = app.config.session_max_hours;
+        let unit = if hours == 1 { "hour" } else { "hours" };
+        Some(format!(
+            "For your security, you are signed out {hours} {unit} after signing in. Please sign in again."
+        ))
+    } else if expired.is_some() {
         Some(format!(
             "You were signed out after {} minutes without activity. Please sign in again.",
             app.config.session_idle_minutes
