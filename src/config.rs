@@ -114,8 +114,9 @@ options! {
     session_idle_minutes: u64 = "session_idle_minutes", 20u64;
     /// Sign a user out this many hours after sign-in, however active.
     session_max_hours: u64 = "session_max_hours", 12u64;
-    /// Largest request body accepted for an ordinary form, in bytes.
-    max_form_bytes: u64 = "max_form_bytes", 65536u64;
+    /// Largest request body accepted for an ordinary form, in bytes. The default holds a
+    /// 20,000-character message in any script, percent-encoded.
+    max_form_bytes: u64 = "max_form_bytes", 262144u64;
     /// Close a connection whose client sends or reads nothing for this many seconds.
     idle_connection_seconds: u64 = "idle_connection_seconds", 30u64;
     /// Log level: error, warn, info or debug.

@@ -4,6 +4,7 @@
 use crate::audit::Actor;
 use crate::crypto;
 use crate::db::accounts::{self, NewStaff};
+use crate::db::messages::{self, NewMessage, Sender};
 use crate::db::patients::{self, Patient, PatientFields};
 use crate::db::practice;
 use crate::portal_access::{self, InviteRequest, Invited};
@@ -199,11 +200,88 @@ fn insert_all(
 
     let jordan =
         accounts::insert_portal_account(conn, "jordan@demo.test", "Jordan Morgan", hash, now)?;
+    let mut children = Vec::new();
     for (first, born) in [("Riley", "2017-09-21"), ("Quinn", "2020-02-11")] {
         let child = patient(conn, first, "Morgan", born, "", now)?;
         accounts::grant_access(conn, jordan, child.id, "caregiver", "Parent", now)?;
+        children.push(child.id);
     }
+    seed_threads(conn, alex.id, alex_account, children[0], jordan, now)?;
     Ok(sam_invitation)
+}
+
+/// A few threads in both directions, read and unread.
+fn seed_threads(
+    conn: &Connection,
+    alex: i64,
+    alex_account: i64,
+    riley: i64,
+    jordan: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let staff = |email: &str| -> rusqlite::Result<i64> {
+        accounts::staff_by_email(conn, email)?
+            .map(|s| s.id)
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)
+    };
+    let (lee, kim) = (staff("dr.lee@demo.test")?, staff("np.kim@demo.test")?);
+    let day = 86_400;
+    let alex_sender = Sender::Portal {
+        account_id: alex_account,
+        caregiver: false,
+    };
+    let say = |thread: i64, sender: Sender, body: &str, at: i64| {
+        messages::insert_message(
+            conn,
+            &NewMessage {
+                thread_id: thread,
+                sender,
+                body,
+                link_url: "",
+                internal: false,
+                idempotency_key: None,
+            },
+            at,
+        )
+    };
+
+    // Alex and NP Kim: answered, then a follow-up Kim has not read yet.
+    let t = messages::insert_thread(
+        conn,
+        alex,
+        "Blood pressure readings",
+        "portal",
+        now - 3 * day,
+    )?;
+    say(t, alex_sender, "Hello,\nMy home readings this week were around 142/91 in the mornings. Should I change anything?\nThanks, Alex", now - 3 * day)?;
+    messages::address_to_staff(conn, t, kim, false, false, now - 3 * day)?;
+    say(t, Sender::Staff(kim), "Thanks for sending these, Alex. Keep taking readings twice a day for another week and bring the log to your visit on Friday.", now - 2 * day)?;
+    messages::address_to_staff(conn, t, kim, false, true, now - 2 * day)?;
+    messages::mark_read_portal(conn, t, alex_account)?;
+    say(
+        t,
+        alex_sender,
+        "Will do. Should I still take the morning dose before measuring?",
+        now - day,
+    )?;
+    messages::patient_wrote(conn, t, now - day)?;
+
+    // Dr. Lee writes to Alex: not read yet in the portal.
+    let t = messages::insert_thread(
+        conn,
+        alex,
+        "Follow-up after your visit",
+        "staff",
+        now - 5 * 3600,
+    )?;
+    say(t, Sender::Staff(lee), "Hi Alex,\nYour results are in and look good. Let's review them at your next appointment.\nDr. Lee", now - 5 * 3600)?;
+    messages::address_to_staff(conn, t, lee, false, true, now - 5 * 3600)?;
+
+    // Jordan writes for Riley to Dr. Lee: unread in the practice.
+    let t = messages::insert_thread(conn, riley, "School sports form", "portal", now - 2 * 3600)?;
+    say(t, Sender::Portal { account_id: jordan, caregiver: true }, "Riley needs the sports clearance form signed before next Monday. Can we drop it off at the front desk?", now - 2 * 3600)?;
+    messages::address_to_staff(conn, t, lee, true, false, now - 2 * 3600)?;
+    Ok(())
 }
 
 /// The lines printed after seeding: where to sign in, and as whom.

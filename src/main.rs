@@ -11,6 +11,7 @@ mod db;
 mod demo;
 mod error;
 mod logger;
+mod messaging;
 mod outbox;
 mod patients;
 mod portal_access;

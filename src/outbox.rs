@@ -77,3 +77,28 @@ pub fn queue_password_reset(
         now,
     )
 }
+
+/// "A new message is waiting": the only thing a message notification says.
+pub fn queue_new_message_notice(
+    conn: &Connection,
+    practice: &str,
+    to: &str,
+    base_url: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let body = format!(
+        "Hello,\n\n{practice} has sent you a new secure message. It is waiting in your patient \
+         portal.\n\nTo read it, sign in at:\n{base_url}/portal/login\n\n\
+         For your privacy, messages are never sent by email.\n\n{practice}\n"
+    );
+    outbox::queue(
+        conn,
+        &NewEmail {
+            kind: "new_message",
+            recipient: to,
+            subject: &format!("New message from {practice}"),
+            body_text: &body,
+        },
+        now,
+    )
+}

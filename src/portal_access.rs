@@ -239,6 +239,18 @@ pub fn register(
             }
         }
     };
+    // An account holds one role per patient: a caregiver invitation sent to the patient's own
+    // address must not turn their own access into caregiver access (nor the reverse).
+    if let Some(id) = account_id {
+        let held = accounts::role_for_patient(conn, id, patient.id)?;
+        if held.as_deref().is_some_and(|role| role != invitation.role) {
+            errors.add(
+                "email",
+                "This portal account already has access to this record in another role. Ask the practice to send the invitation to a different email address.",
+            );
+            return Ok(Registered::Invalid(errors));
+        }
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !patients::mark_used(&tx, invitation.id)? {
         return Ok(Registered::LinkDead);

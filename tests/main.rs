@@ -2,5 +2,6 @@
 
 mod harness;
 
+mod enrollment;
 mod foundation;
 mod transport;

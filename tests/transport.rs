@@ -31,14 +31,17 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// Half-sent requests used to hold a thread each, forever. With the idle timeout they are closed
-/// and the threads end.
+/// Half-sent requests used to hold a thread each, forever (500 of them kept 507 threads). With
+/// the idle limit the server closes every one of them, their threads end, and it still answers.
+///
+/// (Whether each gets its own thread at once is tiny_http's business: its task pool can queue a
+/// burst of new connections behind busy ones, which is one more reason for the proxy.)
 #[test]
 fn half_sent_requests_do_not_hold_threads() {
-    let server = Server::start(Options::demo().env("CAREPOST_IDLE_CONNECTION_SECONDS", "4"));
+    let server = Server::start(Options::demo().env("CAREPOST_IDLE_CONNECTION_SECONDS", "3"));
     let pid = server.child.id();
     let before = threads_of(pid);
-    let mut held: Vec<TcpStream> = (0..200)
+    let mut held: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut s = TcpStream::connect(server.addr).unwrap();
             s.write_all(b"GET /practice/login HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -46,26 +49,24 @@ fn half_sent_requests_do_not_hold_threads() {
             s
         })
         .collect();
+    let started = Instant::now();
+    for s in held.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = Vec::new();
+        let closed = s.read_to_end(&mut buf);
+        assert!(
+            closed.is_ok(),
+            "the server closed the silent connection: {closed:?}"
+        );
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
     assert!(
-        wait_until(Duration::from_secs(3), || threads_of(pid) >= before + 150),
-        "each connection is served by a thread ({} before, {} now)",
-        before,
-        threads_of(pid)
-    );
-    assert!(
-        wait_until(Duration::from_secs(25), || threads_of(pid) <= before + 5),
+        wait_until(Duration::from_secs(15), || threads_of(pid) <= before + 5),
         "threads of silent connections end ({} before, {} now)",
         before,
         threads_of(pid)
     );
-    // The server closed them: each read sees the end of the stream (or a reset).
-    for s in held.iter_mut().take(10) {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
-    }
-    // And the server still answers.
     server.client().get("/healthz").assert_status(200);
 }
 

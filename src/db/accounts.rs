@@ -30,6 +30,30 @@ fn staff_from_row(r: &Row) -> rusqlite::Result<Staff> {
     })
 }
 
+/// Who a patient may write to: active staff with access level 3 (NP/PA) or higher.
+pub fn message_recipients(conn: &Connection) -> rusqlite::Result<Vec<Staff>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {STAFF_COLUMNS} FROM staff WHERE active = 1 AND access_level >= 3
+          ORDER BY name COLLATE NOCASE, id"
+    ))?;
+    let rows = stmt.query_map([], staff_from_row)?;
+    rows.collect()
+}
+
+/// Email addresses of every portal account with active access to the patient (the patient's
+/// own and active caregivers'), each once.
+pub fn portal_emails_of_patient(
+    conn: &Connection,
+    patient_id: i64,
+) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT lower(c.email) FROM portal_access a JOIN portal_account c ON c.id = a.account_id
+          WHERE a.patient_id = ?1 AND a.status = 'active' ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([patient_id], |r| r.get(0))?;
+    rows.collect()
+}
+
 /// Every staff user, active first, by name.
 pub fn list_staff(conn: &Connection) -> rusqlite::Result<Vec<Staff>> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -261,6 +285,20 @@ pub fn accesses_for_account(
         })
     })?;
     rows.collect()
+}
+
+/// The role ('self' or 'caregiver') an account holds, or held, for a patient.
+pub fn role_for_patient(
+    conn: &Connection,
+    account_id: i64,
+    patient_id: i64,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT role FROM portal_access WHERE account_id = ?1 AND patient_id = ?2",
+        params![account_id, patient_id],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 pub fn grant_access(

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod messages;
 pub mod outbox;
 pub mod patients;
 pub mod practice;

@@ -1,7 +1,7 @@
 //! Every route of both views, in one table.
 
-use super::portal::{self, register};
-use super::practice::{self, admin, patients};
+use super::portal::{self, messages as portal_messages, register};
+use super::practice::{self, admin, messages as practice_messages, patients};
 use super::{assets, password, setup, App};
 use crate::error::{AppError, AppResult};
 use rouille::{Request, Response};
@@ -91,6 +91,41 @@ pub const ROUTES: &[Route] = &[
         "/practice/patients/{id}/caregivers/{access}/revoke",
         patients::revoke_caregiver,
     ),
+    // Practice view: messages
+    route("GET", "/practice/messages", practice_messages::inbox),
+    route("GET", "/practice/messages/new", practice_messages::compose),
+    route("POST", "/practice/messages/new", practice_messages::send),
+    route("GET", "/practice/messages/{id}", practice_messages::thread),
+    route(
+        "POST",
+        "/practice/messages/{id}/reply",
+        practice_messages::reply,
+    ),
+    route(
+        "POST",
+        "/practice/messages/{id}/unread",
+        practice_messages::mark_unread,
+    ),
+    route(
+        "POST",
+        "/practice/messages/{id}/archive",
+        practice_messages::archive,
+    ),
+    route(
+        "POST",
+        "/practice/messages/{id}/unarchive",
+        practice_messages::unarchive,
+    ),
+    route(
+        "POST",
+        "/practice/messages/{id}/forward",
+        practice_messages::forward,
+    ),
+    route(
+        "POST",
+        "/practice/messages/{id}/chart",
+        practice_messages::chart,
+    ),
     // Practice view: administration
     route("GET", "/practice/admin/users", admin::users),
     route("GET", "/practice/admin/users/new", admin::new_user_form),
@@ -126,6 +161,15 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/portal/register/{token}", register::submit),
     route("GET", "/portal/account", password::portal_account),
     route("POST", "/portal/account/password", password::portal_change),
+    route("GET", "/portal/messages", portal_messages::mailbox),
+    route("GET", "/portal/messages/new", portal_messages::compose),
+    route("POST", "/portal/messages/new", portal_messages::send),
+    route("GET", "/portal/messages/{id}", portal_messages::thread),
+    route(
+        "POST",
+        "/portal/messages/{id}/reply",
+        portal_messages::reply,
+    ),
     route("GET", "/portal", portal::home),
     route("POST", "/portal/acting", portal::switch_patient),
 ];

@@ -1,5 +1,6 @@
 //! The patient portal (patients and caregivers).
 
+pub mod messages;
 pub mod register;
 
 use super::form;
@@ -49,6 +50,9 @@ pub fn home(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
             } @else {
                 p { "You are viewing your own health record." }
             }
+            @if ctx_messaging(app, &caller) {
+                p { a.button href="/portal/messages" { "Messages" } " " a.button.secondary href="/portal/messages/new" { "Write to the practice" } }
+            }
             @if caller.active_accesses().count() > 1 {
                 p { "You can switch to another record with \"Viewing\" at the top of every page." }
             }
@@ -76,4 +80,13 @@ pub fn switch_patient(app: &App, request: &Request, _: &Params) -> AppResult<Res
         access.patient_id,
     )?;
     Ok(Response::redirect_303("/portal"))
+}
+
+/// Whether the Messages section is open to the record this session acts for.
+fn ctx_messaging(app: &App, caller: &session::PortalCaller) -> bool {
+    caller.acting.is_some()
+        && crate::db::practice::get(&app.pool.get())
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.messaging_enabled)
 }

@@ -1,7 +1,9 @@
 //! Patients in the practice view: search, records, portal invitations, caregivers, revocation.
 
 use crate::audit::{self, Actor};
+use crate::dates::format_timestamp;
 use crate::db::accounts::{self, CaregiverAccess};
+use crate::db::messages;
 use crate::db::patients::{self, Invitation, Patient, PatientFields, PortalStatus};
 use crate::db::practice::{self, Practice};
 use crate::error::{AppError, AppResult, FieldErrors};
@@ -237,7 +239,9 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
     let p = load(app, params)?;
     let now = app.clock.now();
     let practice = practice_of(app)?;
-    let (pending, caregivers) = {
+    // Clinical staff (level 2 and up) see every thread with the patient and the chart.
+    let clinical = caller.staff.access_level >= 2;
+    let (pending, caregivers, threads, documents) = {
         let conn = app.pool.get();
         audit::record(
             &conn,
@@ -250,6 +254,16 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
         (
             patients::pending_invitations(&conn, p.id, now)?,
             accounts::caregivers_of_patient(&conn, p.id)?,
+            if clinical {
+                messages::threads_of_patient(&conn, p.id)?
+            } else {
+                Vec::new()
+            },
+            if clinical {
+                messages::chart_documents(&conn, p.id)?
+            } else {
+                Vec::new()
+            },
         )
     };
     let can_invite = portal_access::may_invite(&practice, &caller.staff);
@@ -285,6 +299,50 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
                     }
                     @if p.status == PortalStatus::Enrolled {
                         (action_button(&format!("/practice/patients/{}/revoke", p.id), csrf_token, "Revoke portal access", "danger"))
+                    }
+                }
+            }
+            @if clinical {
+                section.panel aria-labelledby="messages-heading" {
+                    h2 #messages-heading { "Messages" }
+                    @if p.status == PortalStatus::Enrolled {
+                        p { a.button.secondary href={ "/practice/messages/new?patient=" (p.id) } { "Write to " (p.first_name) } }
+                    }
+                    @if threads.is_empty() {
+                        p { "No messages with this patient." }
+                    } @else {
+                        table.list {
+                            thead { tr { th { "Subject" } th { "Last message" } th { "Messages" } } }
+                            tbody {
+                                @for t in &threads {
+                                    tr {
+                                        td { a href={ "/practice/messages/" (t.id) } { (t.subject) } }
+                                        td { (format_timestamp(t.last_visible_at)) }
+                                        td { (t.visible_count) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                section.panel aria-labelledby="documents-heading" {
+                    h2 #documents-heading { "Documents" }
+                    @if documents.is_empty() {
+                        p { "Nothing filed to the chart yet." }
+                    } @else {
+                        table.list {
+                            thead { tr { th { "Document" } th { "Category" } th { "Filed" } th { "By" } } }
+                            tbody {
+                                @for d in &documents {
+                                    tr {
+                                        td { @if let Some(t) = d.thread_id { a href={ "/practice/messages/" (t) } { (d.title) } } @else { (d.title) } }
+                                        td { (d.category) }
+                                        td { (format_timestamp(d.filed_at)) }
+                                        td { (d.filed_by) }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -13,6 +13,8 @@ pub enum View {
         user_name: String,
         csrf: String,
         is_admin: bool,
+        /// Unread patient messages in this user's inbox, shown in the navigation.
+        unread: i64,
     },
     Portal {
         account_name: String,
@@ -22,6 +24,8 @@ pub enum View {
         acting_id: Option<i64>,
         /// Every record the account may switch to: (patient id, label).
         records: Vec<(i64, String)>,
+        /// The Messages section is open to this record.
+        messaging: bool,
     },
 }
 
@@ -39,12 +43,15 @@ impl Context {
     }
 
     pub fn practice(app: &App, caller: &crate::web::session::StaffCaller) -> Context {
+        let unread =
+            crate::db::messages::unread_count(&app.pool.get(), caller.staff.id).unwrap_or(0);
         Context {
             practice_name: practice_name(app),
             view: View::Practice {
                 user_name: caller.staff.name.clone(),
                 csrf: caller.session.csrf_token.clone(),
                 is_admin: caller.staff.is_admin,
+                unread,
             },
         }
     }
@@ -68,9 +75,18 @@ impl Context {
                     .active_accesses()
                     .map(|a| (a.patient_id, label(a)))
                     .collect(),
+                messaging: caller.acting.is_some() && messaging_enabled(app),
             },
         }
     }
+}
+
+fn messaging_enabled(app: &App) -> bool {
+    let conn = app.pool.get();
+    practice::get(&conn)
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.messaging_enabled)
 }
 
 fn practice_name(app: &App) -> Option<String> {
@@ -130,6 +146,7 @@ fn user_bar(ctx: &Context) -> Markup {
             acting_for,
             acting_id,
             records,
+            ..
         } => html! {
             div.user {
                 span { "Signed in as " strong { (account_name) } }
@@ -159,10 +176,18 @@ fn user_bar(ctx: &Context) -> Markup {
 fn navigation(ctx: &Context) -> Markup {
     match &ctx.view {
         View::Public => html! {},
-        View::Practice { is_admin, .. } => html! {
+        View::Practice {
+            is_admin, unread, ..
+        } => html! {
             nav aria-label="Practice" {
                 ul {
                     li { a href="/practice" { "Home" } }
+                    li {
+                        a href="/practice/messages" {
+                            "Messages"
+                            @if *unread > 0 { " " span.count { (unread) span.visually-hidden { " unread" } } }
+                        }
+                    }
                     li { a href="/practice/patients" { "Patients" } }
                     @if *is_admin {
                         li { a href="/practice/admin/users" { "Users" } }
@@ -172,10 +197,11 @@ fn navigation(ctx: &Context) -> Markup {
                 }
             }
         },
-        View::Portal { .. } => html! {
+        View::Portal { messaging, .. } => html! {
             nav aria-label="Portal" {
                 ul {
                     li { a href="/portal" { "Home" } }
+                    @if *messaging { li { a href="/portal/messages" { "Messages" } } }
                     li { a href="/portal/account" { "My account" } }
                 }
             }

@@ -1,6 +1,7 @@
 //! Layout and components shared by both views.
 
 pub mod layout;
+pub mod messages;
 
 use maud::{html, Markup};
 

@@ -1,0 +1,618 @@
+//! The rules of messaging (PRODUCT.md, rules 1-8), with no HTTP in them. Sender identity always
+//! comes from the caller passed in, never from a form; every lookup takes the caller.
+
+use crate::audit::{self, Actor};
+use crate::db::accounts::{self, Staff};
+use crate::db::messages::{self, NewMessage, Sender, ShownMessage, Thread};
+use crate::db::patients::{self, PortalStatus};
+use crate::db::practice::Practice;
+use crate::error::{AppError, FieldErrors};
+use crate::outbox;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Shown, word for word, in the Messages section (rule 7).
+pub const DISCLAIMER: &str = "Messages are only for non-urgent issues. Call your doctor's office if you need an immediate response. Dial 911 for life-threatening situations.";
+
+pub const SUBJECT_MAX: usize = 200;
+pub const BODY_MAX: usize = 20_000;
+pub const LINK_MAX: usize = 2_000;
+
+/// What a person typed: a subject (new threads only), a body, an optional hyperlink.
+pub struct Draft<'a> {
+    pub subject: Option<&'a str>,
+    pub body: &'a str,
+    pub link: &'a str,
+}
+
+impl Draft<'_> {
+    fn check(&self) -> FieldErrors {
+        let mut errors = FieldErrors::default();
+        if let Some(subject) = self.subject {
+            if subject.trim().is_empty() {
+                errors.add("subject", "Enter a subject.");
+            } else if subject.chars().count() > SUBJECT_MAX {
+                errors.add(
+                    "subject",
+                    format!(
+                        "Use at most {SUBJECT_MAX} characters for the subject (this one has {}).",
+                        subject.chars().count()
+                    ),
+                );
+            }
+        }
+        let body_chars = self.body.chars().count();
+        if self.body.trim().is_empty() {
+            errors.add("body", "Write your message.");
+        } else if body_chars > BODY_MAX {
+            errors.add("body", format!("A message can be at most {BODY_MAX} characters; this one has {body_chars}. Shorten it or send it in two parts."));
+        }
+        if let Some(problem) = link_problem(self.link) {
+            errors.add("link", problem);
+        }
+        errors
+    }
+}
+
+/// A hyperlink must be a plain http or https address; empty is fine.
+pub fn link_problem(link: &str) -> Option<&'static str> {
+    let link = link.trim();
+    if link.is_empty() {
+        return None;
+    }
+    let rest = link
+        .strip_prefix("https://")
+        .or_else(|| link.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    let valid = link.chars().count() <= LINK_MAX
+        && !link
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
+        && host.is_some_and(|h| !h.is_empty() && !h.contains('@'));
+    (!valid).then_some("Enter a web address that starts with http:// or https://, for example https://example.org/page.")
+}
+
+pub enum Sent {
+    /// The thread now holds the message (or held it already: a repeated submit).
+    Thread(i64),
+    Invalid(FieldErrors),
+}
+
+/// The portal caller: an account acting for one patient, as themselves or as a caregiver.
+#[derive(Clone, Copy, Debug)]
+pub struct PortalCaller {
+    pub account_id: i64,
+    pub patient_id: i64,
+    pub caregiver: bool,
+}
+
+impl PortalCaller {
+    fn sender(&self) -> Sender {
+        Sender::Portal {
+            account_id: self.account_id,
+            caregiver: self.caregiver,
+        }
+    }
+}
+
+/// Files a message into the chart in the sender's transaction.
+fn chart_message(
+    tx: &Connection,
+    patient_id: i64,
+    message_id: i64,
+    subject: &str,
+    staff_id: Option<i64>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    messages::file_to_chart(
+        tx,
+        patient_id,
+        message_id,
+        &format!("Message: {subject}"),
+        staff_id,
+        now,
+    )?;
+    Ok(())
+}
+
+fn clean_key(key: &str) -> Option<&str> {
+    let key = key.trim();
+    (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then_some(key)
+}
+
+/// A patient (or caregiver) starts a thread with a practice member of level 3 or higher.
+#[allow(clippy::too_many_arguments)]
+pub fn patient_starts(
+    conn: &mut Connection,
+    practice: &Practice,
+    caller: PortalCaller,
+    recipient: &str,
+    draft: &Draft,
+    key: &str,
+    client: &str,
+    now: i64,
+) -> Result<Sent, AppError> {
+    let key = clean_key(key);
+    if let Some(thread) = key
+        .map(|k| messages::thread_of_key(conn, k, caller.sender()))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(thread));
+    }
+    let mut errors = draft.check();
+    let recipient: Option<Staff> = recipient.trim().parse::<i64>().ok().and_then(|id| {
+        accounts::message_recipients(conn)
+            .ok()?
+            .into_iter()
+            .find(|s| s.id == id)
+    });
+    if recipient.is_none() {
+        errors.add(
+            "recipient",
+            "Choose who should receive your message from the list.",
+        );
+    }
+    let (Some(recipient), true) = (recipient, errors.is_empty()) else {
+        return Ok(Sent::Invalid(errors));
+    };
+    let subject = draft.subject.unwrap_or("").trim();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let thread = messages::insert_thread(&tx, caller.patient_id, subject, "portal", now)?;
+    let message = messages::insert_message(
+        &tx,
+        &NewMessage {
+            thread_id: thread,
+            sender: caller.sender(),
+            body: draft.body,
+            link_url: draft.link.trim(),
+            internal: false,
+            idempotency_key: key,
+        },
+        now,
+    )?;
+    messages::address_to_staff(&tx, thread, recipient.id, true, false, now)?;
+    if practice.auto_chart {
+        chart_message(&tx, caller.patient_id, message, subject, None, now)?;
+    }
+    audit::record(
+        &tx,
+        &Actor::portal(caller.account_id, client),
+        "message.send",
+        Some(caller.patient_id),
+        &format!("thread {thread} message {message}"),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Sent::Thread(thread))
+}
+
+/// A patient (or caregiver) replies in one of the patient's threads.
+#[allow(clippy::too_many_arguments)]
+pub fn patient_replies(
+    conn: &mut Connection,
+    practice: &Practice,
+    caller: PortalCaller,
+    thread_id: i64,
+    draft: &Draft,
+    key: &str,
+    client: &str,
+    now: i64,
+) -> Result<Sent, AppError> {
+    let thread = messages::thread_for_patient(conn, caller.patient_id, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let key = clean_key(key);
+    if let Some(existing) = key
+        .map(|k| messages::thread_of_key(conn, k, caller.sender()))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(existing));
+    }
+    let errors = draft.check();
+    if !errors.is_empty() {
+        return Ok(Sent::Invalid(errors));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let message = messages::insert_message(
+        &tx,
+        &NewMessage {
+            thread_id: thread.id,
+            sender: caller.sender(),
+            body: draft.body,
+            link_url: draft.link.trim(),
+            internal: false,
+            idempotency_key: key,
+        },
+        now,
+    )?;
+    messages::patient_wrote(&tx, thread.id, now)?;
+    if practice.auto_chart {
+        chart_message(&tx, thread.patient_id, message, &thread.subject, None, now)?;
+    }
+    audit::record(
+        &tx,
+        &Actor::portal(caller.account_id, client),
+        "message.send",
+        Some(thread.patient_id),
+        &format!("thread {} message {message}", thread.id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Sent::Thread(thread.id))
+}
+
+/// A staff member starts a thread with an enrolled patient: exactly one notification email to
+/// each address with active access to the patient (rule 8), in the same transaction.
+#[allow(clippy::too_many_arguments)]
+pub fn staff_starts(
+    conn: &mut Connection,
+    practice: &Practice,
+    staff: &Staff,
+    patient_id: i64,
+    draft: &Draft,
+    chart: bool,
+    key: &str,
+    base_url: &str,
+    client: &str,
+    now: i64,
+) -> Result<Sent, AppError> {
+    let patient = patients::get(conn, patient_id, now)?.ok_or(AppError::NotFound)?;
+    let key = clean_key(key);
+    if let Some(thread) = key
+        .map(|k| messages::thread_of_key(conn, k, Sender::Staff(staff.id)))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(thread));
+    }
+    let mut errors = draft.check();
+    if patient.status != PortalStatus::Enrolled {
+        errors.add("patient", "This patient is not enrolled in the portal, so they could not read a message. Invite them first.");
+    }
+    if !errors.is_empty() {
+        return Ok(Sent::Invalid(errors));
+    }
+    let subject = draft.subject.unwrap_or("").trim();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let thread = messages::insert_thread(&tx, patient.id, subject, "staff", now)?;
+    let message = messages::insert_message(
+        &tx,
+        &NewMessage {
+            thread_id: thread,
+            sender: Sender::Staff(staff.id),
+            body: draft.body,
+            link_url: draft.link.trim(),
+            internal: false,
+            idempotency_key: key,
+        },
+        now,
+    )?;
+    messages::address_to_staff(&tx, thread, staff.id, false, true, now)?;
+    for email in accounts::portal_emails_of_patient(&tx, patient.id)? {
+        outbox::queue_new_message_notice(&tx, &practice.name, &email, base_url, now)?;
+    }
+    if chart {
+        chart_message(&tx, patient.id, message, subject, Some(staff.id), now)?;
+    }
+    audit::record(
+        &tx,
+        &Actor::staff(staff.id, client),
+        "message.send",
+        Some(patient.id),
+        &format!("thread {thread} message {message}"),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Sent::Thread(thread))
+}
+
+/// A staff member replies in a thread: no email (rule 8).
+#[allow(clippy::too_many_arguments)]
+pub fn staff_replies(
+    conn: &mut Connection,
+    staff: &Staff,
+    thread_id: i64,
+    draft: &Draft,
+    chart: bool,
+    key: &str,
+    client: &str,
+    now: i64,
+) -> Result<Sent, AppError> {
+    let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let key = clean_key(key);
+    if let Some(existing) = key
+        .map(|k| messages::thread_of_key(conn, k, Sender::Staff(staff.id)))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(existing));
+    }
+    let errors = draft.check();
+    if !errors.is_empty() {
+        return Ok(Sent::Invalid(errors));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let message = messages::insert_message(
+        &tx,
+        &NewMessage {
+            thread_id: thread.id,
+            sender: Sender::Staff(staff.id),
+            body: draft.body,
+            link_url: draft.link.trim(),
+            internal: false,
+            idempotency_key: key,
+        },
+        now,
+    )?;
+    messages::staff_wrote(&tx, thread.id, now)?;
+    messages::address_to_staff(&tx, thread.id, staff.id, false, true, now)?;
+    if chart {
+        chart_message(
+            &tx,
+            thread.patient_id,
+            message,
+            &thread.subject,
+            Some(staff.id),
+            now,
+        )?;
+    }
+    audit::record(
+        &tx,
+        &Actor::staff(staff.id, client),
+        "message.send",
+        Some(thread.patient_id),
+        &format!("thread {} message {message}", thread.id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Sent::Thread(thread.id))
+}
+
+/// Opens a thread for a staff member: the whole thread with internal notes; it becomes read
+/// for them. The read is audited.
+pub fn staff_reads(
+    conn: &mut Connection,
+    staff: &Staff,
+    thread_id: i64,
+    client: &str,
+    now: i64,
+) -> Result<(Thread, Vec<ShownMessage>), AppError> {
+    let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    messages::set_unread(&tx, thread.id, staff.id, false)?;
+    audit::record(
+        &tx,
+        &Actor::staff(staff.id, client),
+        "thread.view",
+        Some(thread.patient_id),
+        &format!("thread {}", thread.id),
+        now,
+    )?;
+    let shown = messages::messages(&tx, thread.id, true)?;
+    tx.commit()?;
+    Ok((thread, shown))
+}
+
+/// Opens a thread for a portal caller: messages the patient may see, oldest first; it becomes
+/// read for this account.
+pub fn patient_reads(
+    conn: &mut Connection,
+    caller: PortalCaller,
+    thread_id: i64,
+    client: &str,
+    now: i64,
+) -> Result<(Thread, Vec<ShownMessage>), AppError> {
+    let thread = messages::thread_for_patient(conn, caller.patient_id, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    messages::mark_read_portal(&tx, thread.id, caller.account_id)?;
+    audit::record(
+        &tx,
+        &Actor::portal(caller.account_id, client),
+        "thread.view",
+        Some(thread.patient_id),
+        &format!("thread {}", thread.id),
+        now,
+    )?;
+    let shown = messages::messages(&tx, thread.id, false)?;
+    tx.commit()?;
+    Ok((thread, shown))
+}
+
+/// Runs one change of a staff member's view of a thread they may open, audited.
+fn staff_change(
+    conn: &mut Connection,
+    staff: &Staff,
+    thread_id: i64,
+    action: &str,
+    client: &str,
+    now: i64,
+    change: impl FnOnce(&Connection, &Thread) -> rusqlite::Result<()>,
+) -> Result<(), AppError> {
+    let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    change(&tx, &thread)?;
+    audit::record(
+        &tx,
+        &Actor::staff(staff.id, client),
+        action,
+        Some(thread.patient_id),
+        &format!("thread {}", thread.id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn mark_unread(
+    conn: &mut Connection,
+    staff: &Staff,
+    thread_id: i64,
+    client: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    staff_change(
+        conn,
+        staff,
+        thread_id,
+        "thread.mark_unread",
+        client,
+        now,
+        |tx, t| messages::address_to_staff(tx, t.id, staff.id, true, false, now),
+    )
+}
+
+/// Archives (or unarchives) a thread for this staff member, or for everyone on it when the
+/// practice says so. Archiving hides; nothing is erased.
+pub fn archive(
+    conn: &mut Connection,
+    practice: &Practice,
+    staff: &Staff,
+    thread_id: i64,
+    archived: bool,
+    client: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    let action = if archived {
+        "thread.archive"
+    } else {
+        "thread.unarchive"
+    };
+    staff_change(conn, staff, thread_id, action, client, now, |tx, t| {
+        if messages::staff_state(tx, t.id, staff.id)?.is_none() {
+            messages::address_to_staff(tx, t.id, staff.id, false, false, now)?;
+        }
+        messages::set_archived(tx, t.id, staff.id, archived, practice.archive_for_everyone)?;
+        Ok(())
+    })
+}
+
+/// Forwards a thread to a colleague with an internal note the patient never sees; `move_it`
+/// also takes it out of the forwarder's inbox.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    conn: &mut Connection,
+    staff: &Staff,
+    thread_id: i64,
+    to: &str,
+    note: &str,
+    move_it: bool,
+    client: &str,
+    now: i64,
+) -> Result<Result<(), FieldErrors>, AppError> {
+    let mut errors = FieldErrors::default();
+    let colleague = to
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|id| accounts::active_staff(conn, id).ok().flatten())
+        .filter(|c| c.id != staff.id);
+    if colleague.is_none() {
+        errors.add("to", "Choose a colleague from the list.");
+    }
+    if note.chars().count() > BODY_MAX {
+        errors.add("note", format!("Use at most {BODY_MAX} characters."));
+    }
+    let Some(colleague) = colleague.filter(|_| errors.is_empty()) else {
+        return Ok(Err(errors));
+    };
+    let text = if note.trim().is_empty() {
+        format!("Forwarded to {}.", colleague.name)
+    } else {
+        format!("Forwarded to {}: {}", colleague.name, note.trim())
+    };
+    staff_change(
+        conn,
+        staff,
+        thread_id,
+        "thread.forward",
+        client,
+        now,
+        |tx, t| {
+            messages::insert_message(
+                tx,
+                &NewMessage {
+                    thread_id: t.id,
+                    sender: Sender::Staff(staff.id),
+                    body: &text,
+                    link_url: "",
+                    internal: true,
+                    idempotency_key: None,
+                },
+                now,
+            )?;
+            messages::address_to_staff(tx, t.id, colleague.id, true, false, now)?;
+            if messages::staff_state(tx, t.id, staff.id)?.is_none() {
+                messages::address_to_staff(tx, t.id, staff.id, false, false, now)?;
+            }
+            if move_it {
+                messages::set_archived(tx, t.id, staff.id, true, false)?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(Ok(()))
+}
+
+/// Files every message of the thread the patient can see into the chart; returns how many
+/// were new to the chart.
+pub fn add_to_chart(
+    conn: &mut Connection,
+    staff: &Staff,
+    thread_id: i64,
+    client: &str,
+    now: i64,
+) -> Result<usize, AppError> {
+    let mut filed = 0;
+    staff_change(
+        conn,
+        staff,
+        thread_id,
+        "chart.file",
+        client,
+        now,
+        |tx, t| {
+            for m in messages::messages(tx, t.id, false)? {
+                if messages::file_to_chart(
+                    tx,
+                    t.patient_id,
+                    m.id,
+                    &format!("Message: {}", t.subject),
+                    Some(staff.id),
+                    now,
+                )? {
+                    filed += 1;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(filed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links() {
+        assert_eq!(link_problem(""), None);
+        assert_eq!(link_problem("https://example.org/a?b=c"), None);
+        assert_eq!(link_problem("http://example.org"), None);
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://x.org",
+            "https://",
+            "https:// x",
+            "data:text/html,x",
+            "//x.org",
+            "https://a@b.org",
+            "https://x.org/\"onmouseover",
+        ] {
+            assert!(link_problem(bad).is_some(), "{bad}");
+        }
+    }
+}
