@@ -50,7 +50,7 @@ pub fn home(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
             } @else {
                 p { "You are viewing your own health record." }
             }
-            @if ctx_messaging(app, &caller) {
+            @if ctx.portal_messaging() {
                 p { a.button href="/portal/messages" { "Messages" } " " a.button.secondary href="/portal/messages/new" { "Write to the practice" } }
             }
             @if caller.active_accesses().count() > 1 {
@@ -82,11 +82,3 @@ pub fn switch_patient(app: &App, request: &Request, _: &Params) -> AppResult<Res
     Ok(Response::redirect_303("/portal"))
 }
 
-/// Whether the Messages section is open to the record this session acts for.
-fn ctx_messaging(app: &App, caller: &session::PortalCaller) -> bool {
-    caller.acting.is_some()
-        && crate::db::practice::get(&app.pool.get())
-            .ok()
-            .flatten()
-            .is_some_and(|p| p.messaging_enabled)
-}

@@ -64,8 +64,10 @@ impl Context {
                 a.patient_name.clone()
             }
         };
+        let practice = practice_row(app);
+        let messaging_enabled = practice.as_ref().is_some_and(|p| p.messaging_enabled);
         Context {
-            practice_name: practice_name(app),
+            practice_name: practice.map(|p| p.name),
             view: View::Portal {
                 account_name: caller.account.name.clone(),
                 csrf: caller.session.csrf_token.clone(),
@@ -75,23 +77,23 @@ impl Context {
                     .active_accesses()
                     .map(|a| (a.patient_id, label(a)))
                     .collect(),
-                messaging: caller.acting.is_some() && messaging_enabled(app),
+                messaging: caller.acting.is_some() && messaging_enabled,
             },
         }
     }
+
+    /// Whether the portal's Messages section is open on this page.
+    pub fn portal_messaging(&self) -> bool {
+        matches!(self.view, View::Portal { messaging: true, .. })
+    }
 }
 
-fn messaging_enabled(app: &App) -> bool {
-    let conn = app.pool.get();
-    practice::get(&conn)
-        .ok()
-        .flatten()
-        .is_some_and(|p| p.messaging_enabled)
+fn practice_row(app: &App) -> Option<practice::Practice> {
+    practice::get(&app.pool.get()).ok().flatten()
 }
 
 fn practice_name(app: &App) -> Option<String> {
-    let conn = app.pool.get();
-    practice::get(&conn).ok().flatten().map(|p| p.name)
+    practice_row(app).map(|p| p.name)
 }
 
 /// A whole page: `title` names where the user is, then the practice.
