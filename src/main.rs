@@ -1,6 +1,7 @@
 //! Carepost: secure messaging between a small medical practice and its patients.
 //! The command line: serve (the default), demo, admin, check-config.
 
+mod attachments;
 mod audit;
 mod auth;
 mod clock;
@@ -65,6 +66,9 @@ enum Command {
     CheckConfig,
     /// Print an example configuration file with every option and its default.
     ExampleConfig,
+    /// Re-hash every stored attachment and check every reference; exits non-zero on any
+    /// missing, corrupt or unreferenced file. Safe while the server runs.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +126,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("The configuration is valid.");
             Ok(())
         }
+        Some(Command::Verify) => verify(&config),
         Some(Command::ExampleConfig) => {
             print!("{}", config::example_toml());
             Ok(())
@@ -165,6 +170,32 @@ fn run(cli: Cli) -> Result<(), String> {
                 Err(e) => Err(e.to_string()),
             }
         }
+    }
+}
+
+fn verify(config: &Config) -> Result<(), String> {
+    let data = DataDir::open_existing(&config.data_dir())?;
+    let conn = data.connect()?;
+    let references = db::attachments::all_references(&conn)
+        .map_err(|e| format!("cannot read the attachment records: {e}"))?;
+    let store = attachments::Store::new(&data.path);
+    let report = attachments::verify(&store, &references)
+        .map_err(|e| format!("cannot read the attachment store: {e}"))?;
+    for line in report.missing.iter().chain(&report.corrupt).chain(&report.unreferenced) {
+        println!("{line}");
+    }
+    println!(
+        "{} stored files checked, {} references: {} missing, {} corrupt, {} unreferenced.",
+        report.checked,
+        references.len(),
+        report.missing.len(),
+        report.corrupt.len(),
+        report.unreferenced.len()
+    );
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err("the attachment store has problems (listed above).".into())
     }
 }
 

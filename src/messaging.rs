@@ -1,8 +1,10 @@
 //! The rules of messaging (PRODUCT.md, rules 1-8), with no HTTP in them. Sender identity always
 //! comes from the caller passed in, never from a form; every lookup takes the caller.
 
+use crate::attachments::{Received, Store};
 use crate::audit::{self, Actor};
 use crate::db::accounts::{self, Staff};
+use crate::db::attachments::{self, Attachment, NewAttachment};
 use crate::db::messages::{self, NewMessage, Sender, ShownMessage, Thread};
 use crate::db::patients::{self, PortalStatus};
 use crate::db::practice::Practice;
@@ -22,9 +24,70 @@ pub struct Draft<'a> {
     pub subject: Option<&'a str>,
     pub body: &'a str,
     pub link: &'a str,
+    /// The one file, already received and checked (see `attachments::Store::receive`).
+    pub file: Option<(&'a Store, &'a Received)>,
 }
 
 impl Draft<'_> {
+    /// Puts the file into the store before the message that references it is written, so a
+    /// reference only ever points at a complete file.
+    fn keep_file(&self) -> Result<(), AppError> {
+        if let Some((store, file)) = self.file {
+            store
+                .keep(file)
+                .map_err(|e| AppError::internal("storing an attachment", e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the message, and its attachment row, inside the caller's transaction.
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &self,
+        tx: &Connection,
+        thread_id: i64,
+        sender: Sender,
+        key: Option<&str>,
+        actor: &Actor,
+        patient_id: i64,
+        now: i64,
+    ) -> rusqlite::Result<i64> {
+        let message = messages::insert_message(
+            tx,
+            &NewMessage {
+                thread_id,
+                sender,
+                body: self.body,
+                link_url: self.link.trim(),
+                internal: false,
+                idempotency_key: key,
+            },
+            now,
+        )?;
+        if let Some((_, file)) = self.file {
+            let id = attachments::insert(
+                tx,
+                &NewAttachment {
+                    message_id: message,
+                    sha256: &file.sha256,
+                    size: file.size,
+                    media_type: file.media_type,
+                    file_name: &file.file_name,
+                },
+                now,
+            )?;
+            audit::record(
+                tx,
+                actor,
+                "attachment.upload",
+                Some(patient_id),
+                &format!("attachment {id} message {message}"),
+                now,
+            )?;
+        }
+        Ok(message)
+    }
+
     fn check(&self) -> FieldErrors {
         let mut errors = FieldErrors::default();
         if let Some(subject) = self.subject {
@@ -156,18 +219,16 @@ pub fn patient_starts(
         return Ok(Sent::Invalid(errors));
     };
     let subject = draft.subject.unwrap_or("").trim();
+    draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let thread = messages::insert_thread(&tx, caller.patient_id, subject, "portal", now)?;
-    let message = messages::insert_message(
+    let message = draft.insert(
         &tx,
-        &NewMessage {
-            thread_id: thread,
-            sender: caller.sender(),
-            body: draft.body,
-            link_url: draft.link.trim(),
-            internal: false,
-            idempotency_key: key,
-        },
+        thread,
+        caller.sender(),
+        key,
+        &Actor::portal(caller.account_id, client),
+        caller.patient_id,
         now,
     )?;
     messages::address_to_staff(&tx, thread, recipient.id, true, false, now)?;
@@ -212,17 +273,15 @@ pub fn patient_replies(
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
     }
+    draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let message = messages::insert_message(
+    let message = draft.insert(
         &tx,
-        &NewMessage {
-            thread_id: thread.id,
-            sender: caller.sender(),
-            body: draft.body,
-            link_url: draft.link.trim(),
-            internal: false,
-            idempotency_key: key,
-        },
+        thread.id,
+        caller.sender(),
+        key,
+        &Actor::portal(caller.account_id, client),
+        thread.patient_id,
         now,
     )?;
     messages::patient_wrote(&tx, thread.id, now)?;
@@ -273,18 +332,16 @@ pub fn staff_starts(
         return Ok(Sent::Invalid(errors));
     }
     let subject = draft.subject.unwrap_or("").trim();
+    draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let thread = messages::insert_thread(&tx, patient.id, subject, "staff", now)?;
-    let message = messages::insert_message(
+    let message = draft.insert(
         &tx,
-        &NewMessage {
-            thread_id: thread,
-            sender: Sender::Staff(staff.id),
-            body: draft.body,
-            link_url: draft.link.trim(),
-            internal: false,
-            idempotency_key: key,
-        },
+        thread,
+        Sender::Staff(staff.id),
+        key,
+        &Actor::staff(staff.id, client),
+        patient.id,
         now,
     )?;
     messages::address_to_staff(&tx, thread, staff.id, false, true, now)?;
@@ -332,17 +389,15 @@ pub fn staff_replies(
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
     }
+    draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let message = messages::insert_message(
+    let message = draft.insert(
         &tx,
-        &NewMessage {
-            thread_id: thread.id,
-            sender: Sender::Staff(staff.id),
-            body: draft.body,
-            link_url: draft.link.trim(),
-            internal: false,
-            idempotency_key: key,
-        },
+        thread.id,
+        Sender::Staff(staff.id),
+        key,
+        &Actor::staff(staff.id, client),
+        thread.patient_id,
         now,
     )?;
     messages::staff_wrote(&tx, thread.id, now)?;
@@ -615,4 +670,96 @@ mod tests {
             assert!(link_problem(bad).is_some(), "{bad}");
         }
     }
+}
+
+/// An attachment of one of the patient's threads, for download by a portal caller; audited.
+pub fn attachment_for_patient(
+    conn: &Connection,
+    caller: PortalCaller,
+    thread_id: i64,
+    attachment_id: i64,
+    client: &str,
+    now: i64,
+) -> Result<Attachment, AppError> {
+    let thread = messages::thread_for_patient(conn, caller.patient_id, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let found =
+        attachments::in_thread(conn, thread.id, attachment_id, false)?.ok_or(AppError::NotFound)?;
+    audit::record(
+        conn,
+        &Actor::portal(caller.account_id, client),
+        "attachment.download",
+        Some(thread.patient_id),
+        &format!("attachment {}", found.id),
+        now,
+    )?;
+    Ok(found)
+}
+
+/// Categories of a document filed into the chart.
+pub const CHART_CATEGORIES: &[&str] = &["Lab result", "Imaging", "Letter", "Other"];
+
+/// A thread this staff member may open, and one of its attachments.
+fn staff_attachment(
+    conn: &Connection,
+    staff: &Staff,
+    thread_id: i64,
+    attachment_id: i64,
+) -> Result<(Thread, Attachment), AppError> {
+    let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let found =
+        attachments::in_thread(conn, thread.id, attachment_id, true)?.ok_or(AppError::NotFound)?;
+    Ok((thread, found))
+}
+
+/// An attachment of a thread this staff member may open, for download; audited.
+pub fn attachment_for_staff(
+    conn: &Connection,
+    staff: &Staff,
+    thread_id: i64,
+    attachment_id: i64,
+    client: &str,
+    now: i64,
+) -> Result<Attachment, AppError> {
+    let (thread, found) = staff_attachment(conn, staff, thread_id, attachment_id)?;
+    audit::record(
+        conn,
+        &Actor::staff(staff.id, client),
+        "attachment.download",
+        Some(thread.patient_id),
+        &format!("attachment {}", found.id),
+        now,
+    )?;
+    Ok(found)
+}
+
+/// Files an attachment into the patient's chart under a category, without copying its bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn file_attachment(
+    conn: &mut Connection,
+    staff: &Staff,
+    thread_id: i64,
+    attachment_id: i64,
+    category: &str,
+    client: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    let category = CHART_CATEGORIES
+        .iter()
+        .find(|c| **c == category)
+        .ok_or_else(|| AppError::BadRequest("Choose a category from the list.".into()))?;
+    let (thread, found) = staff_attachment(conn, staff, thread_id, attachment_id)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    attachments::file_to_chart(&tx, thread.patient_id, &found, category, staff.id, now)?;
+    audit::record(
+        &tx,
+        &Actor::staff(staff.id, client),
+        "chart.file",
+        Some(thread.patient_id),
+        &format!("attachment {} as {category}", found.id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(())
 }

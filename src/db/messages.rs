@@ -209,6 +209,16 @@ pub struct ShownMessage {
     pub internal: bool,
     pub created_at: i64,
     pub charted: bool,
+    pub attachment: Option<ShownAttachment>,
+}
+
+/// The file a message carries, as listed under it.
+#[derive(Clone, Debug)]
+pub struct ShownAttachment {
+    pub id: i64,
+    pub file_name: String,
+    pub size: u64,
+    pub charted: bool,
 }
 
 /// The thread's messages, oldest first; internal notes only when `with_internal`.
@@ -220,10 +230,13 @@ pub fn messages(
     let mut stmt = conn.prepare_cached(
         "SELECT m.id, m.sender_kind = 'staff', coalesce(s.name, a.name), coalesce(s.degree, ''),
                 m.sender_role = 'caregiver', m.body, m.link_url, m.internal, m.created_at,
-                EXISTS (SELECT 1 FROM chart_document d WHERE d.message_id = m.id)
+                EXISTS (SELECT 1 FROM chart_document d WHERE d.message_id = m.id),
+                f.id, f.file_name, f.size,
+                EXISTS (SELECT 1 FROM chart_document d WHERE d.attachment_id = f.id)
            FROM message m
            LEFT JOIN staff s ON s.id = m.sender_staff_id
            LEFT JOIN portal_account a ON a.id = m.sender_account_id
+           LEFT JOIN attachment f ON f.message_id = m.id
           WHERE m.thread_id = ?1 AND (?2 OR m.internal = 0)
           ORDER BY m.id",
     )?;
@@ -239,6 +252,15 @@ pub fn messages(
             internal: r.get(7)?,
             created_at: r.get(8)?,
             charted: r.get(9)?,
+            attachment: match r.get::<_, Option<i64>>(10)? {
+                Some(id) => Some(ShownAttachment {
+                    id,
+                    file_name: r.get(11)?,
+                    size: r.get::<_, i64>(12)? as u64,
+                    charted: r.get(13)?,
+                }),
+                None => None,
+            },
         })
     })?;
     rows.collect()

@@ -2,6 +2,7 @@
 //! the server's worker threads. The queries live in one module per noun.
 
 pub mod accounts;
+pub mod attachments;
 pub mod audit;
 pub mod messages;
 pub mod outbox;
@@ -87,6 +88,26 @@ impl DataDir {
             schema_version: latest,
             _lock: lock,
         })
+    }
+
+    /// Opens an existing data folder for checking while a server may be using it: no lock, no
+    /// migration (the schema must be current).
+    pub fn open_existing(path: &Path) -> Result<DataDir, String> {
+        let db_path = path.join(DB_FILE);
+        if !db_path.is_file() {
+            return Err(format!("There is no Carepost database in {}: check --data.", path.display()));
+        }
+        let conn = open_connection(&db_path).map_err(|e| describe_open_error(&db_path, &e))?;
+        let applied = applied_version(&conn).map_err(|e| describe_open_error(&db_path, &e))?;
+        if applied != latest_schema_version() {
+            return Err(format!(
+                "The database {} has schema version {applied}, this Carepost expects {}: start `carepost serve` once to update it, or use the matching version.",
+                db_path.display(),
+                latest_schema_version()
+            ));
+        }
+        let lock = File::open(&db_path).map_err(|e| format!("cannot open {}: {e}", db_path.display()))?;
+        Ok(DataDir { path: path.to_path_buf(), schema_version: applied, _lock: lock })
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -10,6 +10,10 @@ use std::io::Read;
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
+    pub fn from_owned(pairs: Vec<(String, String)>) -> Form {
+        Form(pairs)
+    }
+
     /// A form filled from stored values, for showing an edit page.
     pub fn from_pairs(pairs: Vec<(&str, String)>) -> Form {
         Form(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())

@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod csrf;
+pub mod download;
 pub mod form;
 pub mod password;
 pub mod portal;
@@ -12,6 +13,7 @@ pub mod session;
 pub mod setup;
 pub mod signin;
 pub mod transport;
+pub mod upload;
 pub mod views;
 
 use crate::clock::Clock;
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 pub struct App {
     pub config: Config,
     pub pool: Pool,
+    pub store: crate::attachments::Store,
     pub clock: Clock,
     pub schema_version: i64,
 }
@@ -59,9 +62,20 @@ pub fn serve(
     if config.public_url.is_empty() {
         config.public_url = format!("http://{addr}");
     }
+    let store = crate::attachments::Store::new(&data.path);
+    let leftovers = store.open().map_err(|e| {
+        format!(
+            "Cannot prepare the attachment store in {}: {e}",
+            data.path.display()
+        )
+    })?;
+    if leftovers > 0 {
+        log::info!("removed {leftovers} unfinished upload(s) left by an earlier stop");
+    }
     let app = App {
         config,
         pool,
+        store,
         clock,
         schema_version: data.schema_version,
     };

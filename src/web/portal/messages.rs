@@ -6,14 +6,17 @@ use crate::db::accounts;
 use crate::db::messages as store;
 use crate::db::practice::{self, Practice};
 use crate::error::{AppError, AppResult, FieldErrors};
-use crate::messaging::{self, Draft, PortalCaller, Sent};
-use crate::web::form::{self, Form};
+use crate::messaging::{self, PortalCaller, Sent};
+use crate::web::form::Form;
 use crate::web::routes::Params;
 use crate::web::session::{self, PortalCaller as Session};
+use crate::web::upload::MessageForm;
 use crate::web::views::csrf_field;
 use crate::web::views::layout::{page, Context};
-use crate::web::views::messages::{conversation, disclaimer, key_for, message_fields, summary};
-use crate::web::{client, csrf, html, App};
+use crate::web::views::messages::{
+    conversation, disclaimer, file_field, key_for, message_fields, summary, FileLinks,
+};
+use crate::web::{client, html, App};
 use maud::html;
 use rouille::{Request, Response};
 
@@ -109,7 +112,7 @@ fn compose_page(app: &App, c: &Caller, form: &Form, errors: &FieldErrors) -> App
             h1 { "New message" }
             (disclaimer())
             (summary(errors))
-            form.stacked method="post" action="/portal/messages/new" novalidate {
+            form.stacked method="post" action="/portal/messages/new" enctype="multipart/form-data" novalidate {
                 (csrf_field(&c.session.session.csrf_token))
                 div.field.has-error[recipient_error.is_some()] {
                     label for="recipient" { "To" }
@@ -124,6 +127,7 @@ fn compose_page(app: &App, c: &Caller, form: &Form, errors: &FieldErrors) -> App
                     }
                 }
                 (message_fields(form, errors, true, &key_for(form)))
+                (file_field(errors))
                 button type="submit" { "Send" }
             }
             @if c.sender.caregiver {
@@ -142,24 +146,19 @@ pub fn compose(app: &App, request: &Request, _: &Params) -> AppResult<Response> 
     compose_page(app, &c, &form, &FieldErrors::default())
 }
 
-fn draft(form: &Form, with_subject: bool) -> Draft<'_> {
-    Draft {
-        subject: with_subject.then(|| form.get("subject")),
-        body: form.get("body"),
-        link: form.get("link"),
-    }
-}
-
 pub fn send(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     let c = caller(app, request)?;
-    let form = form::read(app, request)?;
-    csrf::check(&form, &c.session.session.csrf_token)?;
+    let upload = MessageForm::read_signed(app, request, &c.session.session.csrf_token)?;
+    let form = &upload.form;
+    if let Some((errors, status)) = upload.refusal() {
+        return Ok(compose_page(app, &c, form, &errors)?.with_status_code(status));
+    }
     let sent = messaging::patient_starts(
         &mut app.pool.get(),
         &c.practice,
         c.sender,
         form.get("recipient"),
-        &draft(&form, true),
+        &upload.draft(app, true),
         form.get("key"),
         &client(request),
         app.clock.now(),
@@ -168,7 +167,9 @@ pub fn send(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
         Sent::Thread(id) => Ok(Response::redirect_303(format!(
             "/portal/messages/{id}#latest"
         ))),
-        Sent::Invalid(errors) => Ok(compose_page(app, &c, &form, &errors)?.with_status_code(400)),
+        Sent::Invalid(errors) => {
+            Ok(compose_page(app, &c, form, &upload.explain(errors))?.with_status_code(400))
+        }
     }
 }
 
@@ -195,12 +196,13 @@ fn thread_page(
             p { a href="/portal/messages" { "← All messages" } }
             h1 { (thread.subject) }
             (disclaimer())
-            (conversation(&shown, &c.patient_name, false))
+            (conversation(&shown, &c.patient_name, &FileLinks { base: format!("/portal/messages/{}/files", thread.id), staff_csrf: None }))
             h2 #latest { "Reply" }
             (summary(errors))
-            form.stacked method="post" action={ "/portal/messages/" (thread.id) "/reply" } novalidate {
+            form.stacked method="post" action={ "/portal/messages/" (thread.id) "/reply" } enctype="multipart/form-data" novalidate {
                 (csrf_field(&c.session.session.csrf_token))
                 (message_fields(form, errors, false, &key_for(form)))
+                (file_field(errors))
                 button type="submit" { "Send reply" }
             }
         },
@@ -222,14 +224,17 @@ pub fn thread(app: &App, request: &Request, params: &Params) -> AppResult<Respon
 pub fn reply(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
     let c = caller(app, request)?;
     let id = params.id(0)?;
-    let form = form::read(app, request)?;
-    csrf::check(&form, &c.session.session.csrf_token)?;
+    let upload = MessageForm::read_signed(app, request, &c.session.session.csrf_token)?;
+    let form = &upload.form;
+    if let Some((errors, status)) = upload.refusal() {
+        return Ok(thread_page(app, request, &c, id, form, &errors)?.with_status_code(status));
+    }
     let sent = messaging::patient_replies(
         &mut app.pool.get(),
         &c.practice,
         c.sender,
         id,
-        &draft(&form, false),
+        &upload.draft(app, false),
         form.get("key"),
         &client(request),
         app.clock.now(),
@@ -239,7 +244,23 @@ pub fn reply(app: &App, request: &Request, params: &Params) -> AppResult<Respons
             "/portal/messages/{id}#latest"
         ))),
         Sent::Invalid(errors) => {
-            Ok(thread_page(app, request, &c, id, &form, &errors)?.with_status_code(400))
+            Ok(
+                thread_page(app, request, &c, id, form, &upload.explain(errors))?
+                    .with_status_code(400),
+            )
         }
     }
+}
+
+pub fn download(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
+    let c = caller(app, request)?;
+    let attachment = messaging::attachment_for_patient(
+        &app.pool.get(),
+        c.sender,
+        params.id(0)?,
+        params.id(1)?,
+        &client(request),
+        app.clock.now(),
+    )?;
+    crate::web::download::serve(app, request, &attachment)
 }

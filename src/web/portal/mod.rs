@@ -81,4 +81,3 @@ pub fn switch_patient(app: &App, request: &Request, _: &Params) -> AppResult<Res
     )?;
     Ok(Response::redirect_303("/portal"))
 }
-

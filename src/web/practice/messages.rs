@@ -8,12 +8,15 @@ use crate::db::messages::{self as store, StaffBox};
 use crate::db::patients::{self, PortalStatus};
 use crate::db::practice::{self, Practice};
 use crate::error::{AppError, AppResult, FieldErrors};
-use crate::messaging::{self, Draft, Sent};
+use crate::messaging::{self, Sent};
 use crate::web::form::{self, Form};
 use crate::web::routes::Params;
 use crate::web::session::{self, StaffCaller};
+use crate::web::upload::MessageForm;
 use crate::web::views::layout::{page, Context};
-use crate::web::views::messages::{conversation, key_for, message_fields, summary};
+use crate::web::views::messages::{
+    conversation, file_field, key_for, message_fields, summary, FileLinks,
+};
 use crate::web::views::{self, action_button, checkbox, csrf_field};
 use crate::web::{client, csrf, html, notice_text, App};
 use maud::html;
@@ -147,16 +150,17 @@ fn thread_page(
                 }
                 (action_button(&format!("{base}/chart"), csrf_token, "Add to chart", "secondary small"))
             }
-            (conversation(&shown, &patient.full_name(), true))
+            (conversation(&shown, &patient.full_name(), &FileLinks { base: format!("{base}/files"), staff_csrf: Some(csrf_token) }))
             @if patient.status != PortalStatus::Enrolled {
                 p.notice { "The patient's portal access is not active, so they cannot read replies now." }
             }
             h2 #latest { "Reply" }
             (summary(errors))
-            form.stacked method="post" action={ (base) "/reply" } novalidate {
+            form.stacked method="post" action={ (base) "/reply" } enctype="multipart/form-data" novalidate {
                 (csrf_field(csrf_token))
                 (message_fields(form, errors, false, &key_for(form)))
                 (checkbox("chart", "Add this message to the patient's chart", chart_default, "", errors))
+                (file_field(errors))
                 button type="submit" { "Send reply" }
             }
             h2 { "Forward to a colleague" }
@@ -189,14 +193,6 @@ pub fn thread(app: &App, request: &Request, params: &Params) -> AppResult<Respon
     )
 }
 
-fn draft(form: &Form, with_subject: bool) -> Draft<'_> {
-    Draft {
-        subject: with_subject.then(|| form.get("subject")),
-        body: form.get("body"),
-        link: form.get("link"),
-    }
-}
-
 fn signed_form(app: &App, request: &Request) -> AppResult<(StaffCaller, Form)> {
     let caller = session::staff(app, request)?;
     let form = form::read(app, request)?;
@@ -205,13 +201,18 @@ fn signed_form(app: &App, request: &Request) -> AppResult<(StaffCaller, Form)> {
 }
 
 pub fn reply(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
-    let (caller, form) = signed_form(app, request)?;
+    let caller = session::staff(app, request)?;
+    let upload = MessageForm::read_signed(app, request, &caller.session.csrf_token)?;
+    let form = &upload.form;
     let id = params.id(0)?;
+    if let Some((errors, status)) = upload.refusal() {
+        return thread_page(app, request, &caller, id, form, &errors, status);
+    }
     let sent = messaging::staff_replies(
         &mut app.pool.get(),
         &caller.staff,
         id,
-        &draft(&form, false),
+        &upload.draft(app, false),
         form.get("chart") == "on",
         form.get("key"),
         &client(request),
@@ -221,7 +222,15 @@ pub fn reply(app: &App, request: &Request, params: &Params) -> AppResult<Respons
         Sent::Thread(id) => Ok(Response::redirect_303(format!(
             "/practice/messages/{id}#latest"
         ))),
-        Sent::Invalid(errors) => thread_page(app, request, &caller, id, &form, &errors, 400),
+        Sent::Invalid(errors) => thread_page(
+            app,
+            request,
+            &caller,
+            id,
+            form,
+            &upload.explain(errors),
+            400,
+        ),
     }
 }
 
@@ -394,11 +403,12 @@ fn compose_page(
             p.hint { "The patient (and any caregiver with access) gets one email saying a message is waiting. The email never contains the message." }
             (summary(errors))
             @if let Some(problem) = errors.get("patient") { p.field-error { (problem) } }
-            form.stacked method="post" action="/practice/messages/new" novalidate {
+            form.stacked method="post" action="/practice/messages/new" enctype="multipart/form-data" novalidate {
                 (csrf_field(&caller.session.csrf_token))
                 input type="hidden" name="patient" value=(patient.id);
                 (message_fields(form, errors, true, &key_for(form)))
                 (checkbox("chart", "Add this message to the patient's chart", chart_default, "", errors))
+                (file_field(errors))
                 button type="submit" { "Send" }
             }
         },
@@ -407,18 +417,23 @@ fn compose_page(
 }
 
 pub fn send(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
-    let (caller, form) = signed_form(app, request)?;
+    let caller = session::staff(app, request)?;
+    let upload = MessageForm::read_signed(app, request, &caller.session.csrf_token)?;
+    let form = &upload.form;
     let patient_id: i64 = form
         .trimmed("patient")
         .parse()
         .map_err(|_| AppError::NotFound)?;
+    if let Some((errors, status)) = upload.refusal() {
+        return compose_page(app, &caller, patient_id, form, &errors, status);
+    }
     let practice = practice_of(app)?;
     let sent = messaging::staff_starts(
         &mut app.pool.get(),
         &practice,
         &caller.staff,
         patient_id,
-        &draft(&form, true),
+        &upload.draft(app, true),
         form.get("chart") == "on",
         form.get("key"),
         app.config.public_base(),
@@ -427,6 +442,38 @@ pub fn send(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     )?;
     match sent {
         Sent::Thread(id) => Ok(Response::redirect_303(format!("/practice/messages/{id}"))),
-        Sent::Invalid(errors) => compose_page(app, &caller, patient_id, &form, &errors, 400),
+        Sent::Invalid(errors) => {
+            compose_page(app, &caller, patient_id, form, &upload.explain(errors), 400)
+        }
     }
+}
+
+pub fn download(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
+    let caller = session::staff(app, request)?;
+    let attachment = messaging::attachment_for_staff(
+        &app.pool.get(),
+        &caller.staff,
+        params.id(0)?,
+        params.id(1)?,
+        &client(request),
+        app.clock.now(),
+    )?;
+    crate::web::download::serve(app, request, &attachment)
+}
+
+pub fn file_attachment(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
+    let (caller, form) = signed_form(app, request)?;
+    let id = params.id(0)?;
+    messaging::file_attachment(
+        &mut app.pool.get(),
+        &caller.staff,
+        id,
+        params.id(1)?,
+        form.get("category"),
+        &client(request),
+        app.clock.now(),
+    )?;
+    Ok(Response::redirect_303(format!(
+        "/practice/messages/{id}?notice=charted"
+    )))
 }

@@ -84,7 +84,13 @@ impl Context {
 
     /// Whether the portal's Messages section is open on this page.
     pub fn portal_messaging(&self) -> bool {
-        matches!(self.view, View::Portal { messaging: true, .. })
+        matches!(
+            self.view,
+            View::Portal {
+                messaging: true,
+                ..
+            }
+        )
     }
 }
 

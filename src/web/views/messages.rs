@@ -26,9 +26,29 @@ pub fn sender_line(m: &ShownMessage, patient_name: &str) -> String {
     }
 }
 
+/// Where a thread's files are downloaded from, and (for staff) the CSRF token of the
+/// "add to chart" forms.
+pub struct FileLinks<'a> {
+    /// For example `/portal/messages/12/files`.
+    pub base: String,
+    pub staff_csrf: Option<&'a str>,
+}
+
+/// "1.2 MB", "830 KB", "12 bytes".
+pub fn human_size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+    } else if bytes >= 1_000 {
+        format!("{} KB", bytes / 1_000)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// The messages of a thread, oldest first. Bodies are plain text: escaped, line breaks kept.
-/// Staff also see which messages are filed in the chart.
-pub fn conversation(messages: &[ShownMessage], patient_name: &str, for_staff: bool) -> Markup {
+/// Staff also see which messages are filed in the chart, and can file attachments.
+pub fn conversation(messages: &[ShownMessage], patient_name: &str, files: &FileLinks) -> Markup {
+    let for_staff = files.staff_csrf.is_some();
     html! {
         ol.conversation aria-label="Messages, oldest first" {
             @for m in messages {
@@ -42,6 +62,27 @@ pub fn conversation(messages: &[ShownMessage], patient_name: &str, for_staff: bo
                     div.body { (m.body) }
                     @if !m.link_url.is_empty() {
                         p.link { "Link: " a href=(m.link_url) rel="noopener noreferrer" target="_blank" { (m.link_url) } }
+                    }
+                    @if let Some(f) = &m.attachment {
+                        div.attachment {
+                            "Attached file: "
+                            a href={ (files.base) "/" (f.id) } download { (f.file_name) }
+                            " (" (human_size(f.size)) ")"
+                            @if let Some(csrf) = files.staff_csrf {
+                                @if f.charted {
+                                    " – filed in the chart"
+                                } @else {
+                                    form.inline.chart-file method="post" action={ (files.base) "/" (f.id) "/chart" } {
+                                        (super::csrf_field(csrf))
+                                        label for={ "category-" (f.id) } { " File to chart as " }
+                                        select id={ "category-" (f.id) } name="category" {
+                                            @for c in crate::messaging::CHART_CATEGORIES { option value=(c) { (c) } }
+                                        }
+                                        button.small.secondary type="submit" { "Add to chart" }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -67,6 +108,25 @@ pub fn message_fields(form: &Form, errors: &FieldErrors, with_subject: bool, key
         }
         (Field::new("link", "Link (optional)").kind("url").value(form.get("link"))
             .hint("A web address starting with http:// or https://, shown in full to the reader.").render(errors))
+    }
+}
+
+/// The one optional file, shown last in a message form so that every other field arrives
+/// before it: a file refused while streaming then loses nothing that was typed.
+pub fn file_field(errors: &FieldErrors) -> Markup {
+    let error = errors.get("file");
+    html! {
+        div.field.has-error[error.is_some()] {
+            label for="file" { "Attach a file (optional)" }
+            p.hint id="file-hint" {
+                "One file, 25 MB or less, of type " (crate::attachments::ALLOWED_TEXT)
+                ". You can attach a file, add a link, or both."
+            }
+            @if let Some(message) = error { p.field-error id="file-error" { (message) } }
+            input #file type="file" name="file" aria-describedby="file-hint"
+                accept=(crate::attachments::ALLOWED.iter().map(|(e, _)| format!(".{e}")).collect::<Vec<_>>().join(","))
+                aria-invalid=[error.map(|_| "true")];
+        }
     }
 }
 
