@@ -648,30 +648,6 @@ pub fn add_to_chart(
     Ok(filed)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn links() {
-        assert_eq!(link_problem(""), None);
-        assert_eq!(link_problem("https://example.org/a?b=c"), None);
-        assert_eq!(link_problem("http://example.org"), None);
-        for bad in [
-            "javascript:alert(1)",
-            "ftp://x.org",
-            "https://",
-            "https:// x",
-            "data:text/html,x",
-            "//x.org",
-            "https://a@b.org",
-            "https://x.org/\"onmouseover",
-        ] {
-            assert!(link_problem(bad).is_some(), "{bad}");
-        }
-    }
-}
-
 /// An attachment of one of the patient's threads, for download by a portal caller; audited.
 pub fn attachment_for_patient(
     conn: &Connection,
@@ -762,4 +738,28 @@ pub fn file_attachment(
     )?;
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links() {
+        assert_eq!(link_problem(""), None);
+        assert_eq!(link_problem("https://example.org/a?b=c"), None);
+        assert_eq!(link_problem("http://example.org"), None);
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://x.org",
+            "https://",
+            "https:// x",
+            "data:text/html,x",
+            "//x.org",
+            "https://a@b.org",
+            "https://x.org/\"onmouseover",
+        ] {
+            assert!(link_problem(bad).is_some(), "{bad}");
+        }
+    }
 }
