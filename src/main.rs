@@ -12,6 +12,7 @@ mod db;
 mod demo;
 mod error;
 mod logger;
+mod mail;
 mod messaging;
 mod outbox;
 mod patients;
@@ -66,9 +67,20 @@ enum Command {
     CheckConfig,
     /// Print an example configuration file with every option and its default.
     ExampleConfig,
+    /// Email: `carepost mail test ADDRESS` sends one test email and prints the server's answer.
+    Mail {
+        #[command(subcommand)]
+        action: MailCommand,
+    },
     /// Re-hash every stored attachment and check every reference; exits non-zero on any
     /// missing, corrupt or unreferenced file. Safe while the server runs.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// Send one test email through the configured mail server.
+    Test { address: String },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +125,7 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         config.listen = listen.clone();
     }
     config.validate()?;
+    mail::SmtpSettings::from_config(&config)?;
     Ok(config)
 }
 
@@ -127,6 +140,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Some(Command::Verify) => verify(&config),
+        Some(Command::Mail { action: MailCommand::Test { address } }) => mail_test(&config, &address),
         Some(Command::ExampleConfig) => {
             print!("{}", config::example_toml());
             Ok(())
@@ -169,6 +183,29 @@ fn run(cli: Cli) -> Result<(), String> {
                     .join(" ")),
                 Err(e) => Err(e.to_string()),
             }
+        }
+    }
+}
+
+fn mail_test(config: &Config, address: &str) -> Result<(), String> {
+    if auth::email_problem(address).is_some() {
+        return Err(format!("\"{address}\" is not an email address."));
+    }
+    let settings = mail::SmtpSettings::from_config(config)?
+        .ok_or("No mail server is configured: set smtp.host (and the other smtp options) first.")?;
+    let outcome = mail::send_now(
+        &settings,
+        address,
+        "Carepost test email",
+        "This is a test email from Carepost. If you can read it, email delivery works.\n",
+    )?;
+    match outcome {
+        mail::Outcome::Sent(reply) => {
+            println!("Sent. The mail server answered: {reply}");
+            Ok(())
+        }
+        mail::Outcome::Retry(reason) | mail::Outcome::Refused(reason) => {
+            Err(format!("Not sent. {reason}"))
         }
     }
 }
@@ -250,6 +287,11 @@ fn serve(config: Config, demo: bool) -> Result<(), String> {
     std::net::TcpListener::bind(&config.listen)
         .map_err(|e| web::describe_bind_error(&config.listen, &e))?;
     let data = DataDir::open(&config.data_dir())?;
+    let smtp = mail::SmtpSettings::from_config(&config)?;
+    if smtp.is_none() {
+        log::warn!("no mail server configured (smtp.host): emails stay in the outbox until one is");
+    }
+    mail::start(&data, Clock::system(), smtp, demo)?;
     web::serve(config, data, Clock::system(), |app| {
         let base = app.config.public_base();
         let now = app.clock.now();

@@ -286,6 +286,7 @@ pub fn notice_text(request: &Request) -> Option<&'static str> {
         "deactivated" => "The user is deactivated and signed out everywhere.",
         "reactivated" => "The user is active again.",
         "link_sent" => "A link to choose a password is on its way by email.",
+        "retrying" => "The email is queued again.",
         "forwarded" => "The thread is forwarded.",
         "charted" => "The thread's messages are in the patient's chart.",
         "password_changed" => "Your password is changed. Other devices where you were signed in are signed out.",

@@ -96,6 +96,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/practice/admin/users/{id}/password-link",                  admin::send_password_link),
     route("GET",  "/practice/admin/settings",                                  admin::settings),
     route("POST", "/practice/admin/settings",                                  admin::save_settings),
+    route("GET",  "/practice/admin/outbox",                                    admin::outbox),
+    route("POST", "/practice/admin/outbox/{id}/retry",                         admin::retry_email),
     // Patient portal
     route("GET",  "/portal/login",                                             portal::login_form),
     route("POST", "/portal/login",                                             portal::login_submit),

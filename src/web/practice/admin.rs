@@ -378,3 +378,68 @@ pub fn save_settings(app: &App, request: &Request, _: &Params) -> AppResult<Resp
         "/practice/admin/settings?notice=saved",
     ))
 }
+
+/// The outbox, newest first: every email's kind, recipient, state, attempts and last error.
+pub fn outbox(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
+    let caller = session::administrator(app, request)?;
+    let page_number: u32 = request
+        .get_param("page")
+        .and_then(|p| p.parse().ok())
+        .filter(|p| (1..=100_000).contains(p))
+        .unwrap_or(1);
+    let (rows, more) = crate::db::outbox::page(&app.pool.get(), page_number, 50)?;
+    let no_server = app.config.smtp_host.trim().is_empty();
+    let ctx = Context::practice(app, &caller);
+    Ok(html(page(
+        &ctx,
+        "Outbox",
+        html! {
+            h1 { "Outbox" }
+            (views::notice(notice_text(request)))
+            @if no_server {
+                p.notice { "No mail server is configured, so emails are not sent: they wait here and go out once smtp.host is set." }
+            }
+            table.list {
+                thead { tr { th { "Queued" } th { "Kind" } th { "To" } th { "State" } th { "Attempts" } th { "Last answer" } } }
+                tbody {
+                    @for row in &rows {
+                        tr {
+                            td { (crate::dates::format_timestamp(row.created_at)) }
+                            td { (row.kind.replace('_', " ")) }
+                            td { (row.recipient) }
+                            td {
+                                @if row.state == "queued" && no_server { "Not sent: no mail server configured" }
+                                @else { (row.state) }
+                                @if row.state == "failed" {
+                                    " " (action_button(&format!("/practice/admin/outbox/{}/retry", row.id), &caller.session.csrf_token, "Retry", "secondary small"))
+                                }
+                            }
+                            td { (row.attempts) }
+                            td { @if !row.last_error.is_empty() { (row.last_error) } @else { (row.server_reply) } }
+                        }
+                    }
+                }
+            }
+            nav.pager aria-label="Pages" {
+                @if page_number > 1 { a href={ "/practice/admin/outbox?page=" (page_number - 1) } rel="prev" { "Newer" } }
+                @if more { a href={ "/practice/admin/outbox?page=" (page_number + 1) } rel="next" { "Older" } }
+            }
+        },
+    )))
+}
+
+pub fn retry_email(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
+    let caller = session::administrator(app, request)?;
+    let form = form::read(app, request)?;
+    csrf::check(&form, &caller.session.csrf_token)?;
+    let id = params.id(0)?;
+    let now = app.clock.now();
+    let mut conn = app.pool.get();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if !crate::db::outbox::retry(&tx, id, now)? {
+        return Err(AppError::NotFound);
+    }
+    audit::record(&tx, &Actor::staff(caller.staff.id, &client(request)), "outbox.retry", None, &format!("email {id}"), now)?;
+    tx.commit()?;
+    Ok(Response::redirect_303("/practice/admin/outbox?notice=retrying"))
+}

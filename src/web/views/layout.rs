@@ -200,6 +200,7 @@ fn navigation(ctx: &Context) -> Markup {
                     @if *is_admin {
                         li { a href="/practice/admin/users" { "Users" } }
                         li { a href="/practice/admin/settings" { "Practice settings" } }
+                        li { a href="/practice/admin/outbox" { "Outbox" } }
                     }
                     li { a href="/practice/account" { "My account" } }
                 }
