@@ -421,19 +421,32 @@ pub fn verify(store: &Store, references: &[(i64, String, u64)]) -> io::Result<Re
         referenced.insert(sha256.clone());
         let path = store.path_of(sha256);
         if !path.exists() {
-            report.missing.push(format!("attachment {id}: {} is missing", path.display()));
+            report
+                .missing
+                .push(format!("attachment {id}: {} is missing", path.display()));
         }
     }
     for (name, path) in store.stored()? {
         report.checked += 1;
         let (actual, size) = Store::hash_file(&path)?;
         if actual != name {
-            report.corrupt.push(format!("{} does not have the content its name says (now {actual}, {size} bytes)", path.display()));
-        } else if let Some((id, _, want)) = references.iter().find(|(_, h, s)| *h == name && *s != size) {
-            report.corrupt.push(format!("attachment {id}: {} has {size} bytes, the record says {want}", path.display()));
+            report.corrupt.push(format!(
+                "{} does not have the content its name says (now {actual}, {size} bytes)",
+                path.display()
+            ));
+        } else if let Some((id, _, want)) =
+            references.iter().find(|(_, h, s)| *h == name && *s != size)
+        {
+            report.corrupt.push(format!(
+                "attachment {id}: {} has {size} bytes, the record says {want}",
+                path.display()
+            ));
         }
         if !referenced.contains(&name) {
-            report.unreferenced.push(format!("{} is not referenced by any message", path.display()));
+            report.unreferenced.push(format!(
+                "{} is not referenced by any message",
+                path.display()
+            ));
         }
     }
     Ok(report)

@@ -40,6 +40,13 @@ pub fn sign_in(
     if let Some(until) = accounts::throttle_locked_until(conn, who, &email, now)? {
         return Ok(SignIn::Locked(until - now));
     }
+    // Count the attempt before checking the password, so that concurrent guesses cannot all
+    // pass the lock check: beyond the limit, no password is checked at all.
+    let failures = accounts::throttle_record_failure(conn, who, &email, now, FAILURE_WINDOW_SECS)?;
+    if failures > LOCK_AFTER {
+        accounts::throttle_lock(conn, who, &email, now + LOCK_SECS)?;
+        return Ok(SignIn::Locked(LOCK_SECS));
+    }
     let credentials = match audience {
         Audience::Staff => accounts::staff_credentials(conn, &email)?,
         Audience::Portal => accounts::portal_credentials(conn, &email)?,
@@ -56,7 +63,6 @@ pub fn sign_in(
         accounts::throttle_clear(conn, who, &email)?;
         return Ok(SignIn::Accepted(id));
     }
-    let failures = accounts::throttle_record_failure(conn, who, &email, now, FAILURE_WINDOW_SECS)?;
     if failures >= LOCK_AFTER {
         accounts::throttle_lock(conn, who, &email, now + LOCK_SECS)?;
     } else if failures >= SLOW_DOWN_AFTER {

@@ -53,7 +53,10 @@ impl SmtpSettings {
             "none" => Security::None,
             _ => Security::StartTls,
         };
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
         if security == Security::None && !loopback {
             return Err(format!(
                 "smtp.security = \"none\" sends mail unencrypted: it is only allowed for a relay on this machine (localhost), not for {host}. Use \"starttls\" or \"tls\"."
@@ -61,7 +64,12 @@ impl SmtpSettings {
         }
         let password = if !config.smtp_password_file.is_empty() {
             std::fs::read_to_string(&config.smtp_password_file)
-                .map_err(|e| format!("cannot read smtp.password_file {}: {e}", config.smtp_password_file))?
+                .map_err(|e| {
+                    format!(
+                        "cannot read smtp.password_file {}: {e}",
+                        config.smtp_password_file
+                    )
+                })?
                 .lines()
                 .next()
                 .unwrap_or("")
@@ -69,18 +77,33 @@ impl SmtpSettings {
         } else {
             config.smtp_password.clone()
         };
-        let credentials = match (config.smtp_username.is_empty(), password.is_empty()) {
-            (true, true) => None,
-            (false, false) => Some((config.smtp_username.clone(), password)),
-            (true, false) => return Err("smtp.password is set but smtp.username is not: set both or neither".into()),
-            (false, true) => return Err("smtp.username is set but no password: set smtp.password or smtp.password_file".into()),
-        };
+        let credentials =
+            match (config.smtp_username.is_empty(), password.is_empty()) {
+                (true, true) => None,
+                (false, false) => Some((config.smtp_username.clone(), password)),
+                (true, false) => {
+                    return Err(
+                        "smtp.password is set but smtp.username is not: set both or neither".into(),
+                    )
+                }
+                (false, true) => return Err(
+                    "smtp.username is set but no password: set smtp.password or smtp.password_file"
+                        .into(),
+                ),
+            };
         let from_ok = config
             .smtp_from_address
             .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !config.smtp_from_address.contains(char::is_whitespace));
+            .is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !config.smtp_from_address.contains(char::is_whitespace)
+            });
         if !from_ok {
-            return Err(format!("smtp.from_address must be an email address (it is \"{}\")", config.smtp_from_address));
+            return Err(format!(
+                "smtp.from_address must be an email address (it is \"{}\")",
+                config.smtp_from_address
+            ));
         }
         if config.smtp_timeout_seconds == 0 || config.smtp_timeout_seconds > 600 {
             return Err("smtp.timeout_seconds must be between 1 and 600".into());
@@ -130,7 +153,11 @@ pub fn html_of(text: &str) -> String {
     )
 }
 
-fn message<'a>(s: &'a SmtpSettings, email: &'a QueuedEmail, message_id: &'a str) -> MessageBuilder<'a> {
+fn message<'a>(
+    s: &'a SmtpSettings,
+    email: &'a QueuedEmail,
+    message_id: &'a str,
+) -> MessageBuilder<'a> {
     MessageBuilder::new()
         .from((s.from_name.as_str(), s.from_address.as_str()))
         .to(email.recipient.as_str())
@@ -165,7 +192,8 @@ async fn deliver(s: &SmtpSettings, email: &QueuedEmail, message_id: &str) -> Out
     };
     match result {
         Ok(reply) => Outcome::Sent(format!("{} {}", reply.code, reply.message)),
-        Err(mail_send::Error::UnexpectedReply(reply)) | Err(mail_send::Error::AuthenticationFailed(reply)) => {
+        Err(mail_send::Error::UnexpectedReply(reply))
+        | Err(mail_send::Error::AuthenticationFailed(reply)) => {
             let text = format!("{} {}", reply.code, reply.message);
             if (500..600).contains(&reply.code) {
                 Outcome::Refused(text)
@@ -187,12 +215,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// Sends one email now (for `carepost mail test`).
 pub fn send_now(s: &SmtpSettings, to: &str, subject: &str, text: &str) -> Result<Outcome, String> {
-    let email = QueuedEmail { id: 0, recipient: to.to_owned(), subject: subject.to_owned(), body_text: text.to_owned(), created_at: 0, attempts: 0 };
+    let email = QueuedEmail {
+        id: 0,
+        recipient: to.to_owned(),
+        subject: subject.to_owned(),
+        body_text: text.to_owned(),
+        created_at: 0,
+        attempts: 0,
+    };
     Ok(runtime()?.block_on(deliver(s, &email, &message_id(0))))
 }
 
 fn message_id(outbox_id: i64) -> String {
-    format!("carepost-{outbox_id}-{}@carepost", &crate::crypto::random_token()[..16])
+    format!(
+        "carepost-{outbox_id}-{}@carepost",
+        &crate::crypto::random_token()[..16]
+    )
 }
 
 /// Growing delays between attempts: 1, 5, 15 and 30 minutes, then every 2 hours, until the
@@ -209,11 +247,17 @@ pub fn retry_delay(attempts: i64) -> i64 {
 
 /// Starts the mail thread. Without a mail server, a demo prints each new email instead (it
 /// stays queued, visible to administrators, and is sent once a server is configured).
-pub fn start(data: &DataDir, clock: Clock, settings: Option<SmtpSettings>, print_demo: bool) -> Result<(), String> {
+pub fn start(
+    data: &DataDir,
+    clock: Clock,
+    settings: Option<SmtpSettings>,
+    print_demo: bool,
+) -> Result<(), String> {
     let conn = data.connect()?;
     // A row claimed when Carepost stopped may or may not have reached the server: never send it
     // twice on our own; an administrator sees it and may retry.
-    let interrupted = outbox::fail_interrupted(&conn).map_err(|e| format!("cannot read the outbox: {e}"))?;
+    let interrupted =
+        outbox::fail_interrupted(&conn).map_err(|e| format!("cannot read the outbox: {e}"))?;
     if interrupted > 0 {
         log::warn!("{interrupted} email(s) were being sent when Carepost stopped; marked failed for an administrator to retry");
     }
@@ -238,7 +282,12 @@ pub fn start(data: &DataDir, clock: Clock, settings: Option<SmtpSettings>, print
     Ok(())
 }
 
-fn send_due(conn: &rusqlite::Connection, rt: &tokio::runtime::Runtime, s: &SmtpSettings, clock: &Clock) -> rusqlite::Result<()> {
+fn send_due(
+    conn: &rusqlite::Connection,
+    rt: &tokio::runtime::Runtime,
+    s: &SmtpSettings,
+    clock: &Clock,
+) -> rusqlite::Result<()> {
     for email in outbox::due(conn, clock.now(), 20)? {
         if !outbox::claim(conn, email.id, clock.now())? {
             continue;
@@ -251,10 +300,20 @@ fn send_due(conn: &rusqlite::Connection, rt: &tokio::runtime::Runtime, s: &SmtpS
             Outcome::Retry(reason) if now - email.created_at >= GIVE_UP_AFTER_SECS => {
                 outbox::mark_failed(conn, email.id, &format!("gave up after 3 days: {reason}"))?
             }
-            Outcome::Retry(reason) => outbox::requeue(conn, email.id, reason, now + retry_delay(email.attempts + 1))?,
+            Outcome::Retry(reason) => outbox::requeue(
+                conn,
+                email.id,
+                reason,
+                now + retry_delay(email.attempts + 1),
+            )?,
         }
         // The log names the row and the outcome, never the address or content.
-        log::info!("email {} attempt {}: {}", email.id, email.attempts + 1, outcome_word(&outcome));
+        log::info!(
+            "email {} attempt {}: {}",
+            email.id,
+            email.attempts + 1,
+            outcome_word(&outcome)
+        );
     }
     Ok(())
 }
@@ -293,7 +352,8 @@ mod tests {
 
     #[test]
     fn html_alternative_is_escaped() {
-        let html = html_of("Hello <b>you</b>,\n\nSign in at:\nhttps://x.org/portal/login?a=1&b=2\n");
+        let html =
+            html_of("Hello <b>you</b>,\n\nSign in at:\nhttps://x.org/portal/login?a=1&b=2\n");
         assert!(html.contains("Hello &lt;b&gt;you&lt;/b&gt;,"));
         assert!(html.contains("<a href=\"https://x.org/portal/login?a=1&amp;b=2\">"));
     }

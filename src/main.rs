@@ -140,7 +140,9 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Some(Command::Verify) => verify(&config),
-        Some(Command::Mail { action: MailCommand::Test { address } }) => mail_test(&config, &address),
+        Some(Command::Mail {
+            action: MailCommand::Test { address },
+        }) => mail_test(&config, &address),
         Some(Command::ExampleConfig) => {
             print!("{}", config::example_toml());
             Ok(())
@@ -172,7 +174,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     println!("Administrator {email} created.");
                     Ok(())
                 }
-                Ok(Ok(staff::Created::AlreadyExists(_))) => {
+                Ok(Ok(staff::Created::AlreadyExists)) => {
                     println!("Administrator {email} already exists; nothing changed.");
                     Ok(())
                 }
@@ -218,7 +220,12 @@ fn verify(config: &Config) -> Result<(), String> {
     let store = attachments::Store::new(&data.path);
     let report = attachments::verify(&store, &references)
         .map_err(|e| format!("cannot read the attachment store: {e}"))?;
-    for line in report.missing.iter().chain(&report.corrupt).chain(&report.unreferenced) {
+    for line in report
+        .missing
+        .iter()
+        .chain(&report.corrupt)
+        .chain(&report.unreferenced)
+    {
         println!("{line}");
     }
     println!(

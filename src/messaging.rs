@@ -6,7 +6,7 @@ use crate::audit::{self, Actor};
 use crate::db::accounts::{self, Staff};
 use crate::db::attachments::{self, Attachment, NewAttachment};
 use crate::db::messages::{self, NewMessage, Sender, ShownMessage, Thread};
-use crate::db::patients::{self, PortalStatus};
+use crate::db::patients;
 use crate::db::practice::Practice;
 use crate::error::{AppError, FieldErrors};
 use crate::outbox;
@@ -221,6 +221,14 @@ pub fn patient_starts(
     let subject = draft.subject.unwrap_or("").trim();
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Checked again under the write lock: two clicks at once send one message.
+    if let Some(existing) = key
+        .map(|k| messages::thread_of_key(&tx, k, caller.sender()))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(existing));
+    }
     let thread = messages::insert_thread(&tx, caller.patient_id, subject, "portal", now)?;
     let message = draft.insert(
         &tx,
@@ -275,6 +283,14 @@ pub fn patient_replies(
     }
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Checked again under the write lock: two clicks at once send one message.
+    if let Some(existing) = key
+        .map(|k| messages::thread_of_key(&tx, k, caller.sender()))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(existing));
+    }
     let message = draft.insert(
         &tx,
         thread.id,
@@ -325,8 +341,10 @@ pub fn staff_starts(
         return Ok(Sent::Thread(thread));
     }
     let mut errors = draft.check();
-    if patient.status != PortalStatus::Enrolled {
-        errors.add("patient", "This patient is not enrolled in the portal, so they could not read a message. Invite them first.");
+    if !practice.messaging_enabled {
+        errors.add("patient", "Patient messaging is switched off in the practice settings, so the patient could not read a message.");
+    } else if !patient.reachable {
+        errors.add("patient", "Nobody has portal access to this patient's record, so nobody could read a message. Invite the patient or a caregiver first.");
     }
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
@@ -334,6 +352,14 @@ pub fn staff_starts(
     let subject = draft.subject.unwrap_or("").trim();
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Checked again under the write lock: two clicks at once send one message.
+    if let Some(existing) = key
+        .map(|k| messages::thread_of_key(&tx, k, Sender::Staff(staff.id)))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(existing));
+    }
     let thread = messages::insert_thread(&tx, patient.id, subject, "staff", now)?;
     let message = draft.insert(
         &tx,
@@ -391,6 +417,14 @@ pub fn staff_replies(
     }
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Checked again under the write lock: two clicks at once send one message.
+    if let Some(existing) = key
+        .map(|k| messages::thread_of_key(&tx, k, Sender::Staff(staff.id)))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(Sent::Thread(existing));
+    }
     let message = draft.insert(
         &tx,
         thread.id,

@@ -102,3 +102,27 @@ pub fn queue_new_message_notice(
         now,
     )
 }
+
+/// Tells a patient that someone was invited as a caregiver for their record.
+pub fn queue_caregiver_notice(
+    conn: &Connection,
+    practice: &str,
+    to: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let body = format!(
+        "Hello,\n\n{practice} has invited someone to help you as a caregiver through its secure \
+         patient portal. Once they register, they can see your portal record and write to the \
+         practice on your behalf.\n\nIf you did not ask for this, please call the practice.\n\n{practice}\n"
+    );
+    outbox::queue(
+        conn,
+        &NewEmail {
+            kind: "caregiver_notice",
+            recipient: to,
+            subject: &format!("A caregiver invitation for your {practice} portal"),
+            body_text: &body,
+        },
+        now,
+    )
+}

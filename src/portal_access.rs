@@ -24,6 +24,12 @@ pub fn may_invite(practice: &Practice, staff: &Staff) -> bool {
     !practice.invite_chosen_only || staff.is_admin || staff.may_invite
 }
 
+/// Caregiver access opens a patient's whole record to someone else: front-office staff
+/// (level 1) who are not administrators cannot grant it.
+pub fn may_invite_caregiver(staff: &Staff) -> bool {
+    staff.is_admin || staff.access_level >= 2
+}
+
 pub struct InviteRequest<'a> {
     pub email: &'a str,
     pub phone: &'a str,
@@ -106,6 +112,13 @@ pub fn invite(
     )?;
     let link = format!("{base_url}/portal/register/{token}");
     outbox::queue_invitation(tx, &practice.name, &email, &link, role == "caregiver", now)?;
+    if role == "caregiver" {
+        // The patient hears of it at their own address, so an invitation they did not ask for
+        // does not go unnoticed.
+        for own in accounts::own_emails_of_patient(tx, patient.id)? {
+            outbox::queue_caregiver_notice(tx, &practice.name, &own, now)?;
+        }
+    }
     let action = if role == "caregiver" {
         "caregiver.invite"
     } else {

@@ -24,7 +24,7 @@ pub struct NewAdministrator<'a> {
 pub enum Created {
     New(i64),
     /// The address already belongs to an administrator: nothing changed.
-    AlreadyExists(i64),
+    AlreadyExists,
 }
 
 /// Checks every field; each problem is named against its field.
@@ -84,7 +84,7 @@ pub fn create_administrator(
     }
     if let Some(existing) = accounts::staff_by_email(&tx, &email)? {
         if existing.is_admin {
-            return Ok(Ok(Created::AlreadyExists(existing.id)));
+            return Ok(Ok(Created::AlreadyExists));
         }
         let mut errors = FieldErrors::default();
         errors.add(
@@ -236,6 +236,15 @@ pub fn update_user(
     let before = accounts::staff_by_id(&tx, id)?.ok_or(AppError::NotFound)?;
     if accounts::staff_by_email(&tx, &email)?.is_some_and(|other| other.id != id) {
         errors.add("email", EMAIL_TAKEN);
+        return Ok(Err(errors));
+    }
+    // The administrator flag manages users; it does not widen clinical access. So nobody
+    // changes their own access level: another administrator must.
+    if actor.staff_id() == Some(id) && before.access_level != f.access_level {
+        errors.add(
+            "access_level",
+            "You cannot change your own access level: ask another administrator.",
+        );
         return Ok(Err(errors));
     }
     if before.is_admin && before.active && !f.is_admin && accounts::active_administrators(&tx)? <= 1

@@ -54,6 +54,16 @@ pub fn portal_emails_of_patient(
     rows.collect()
 }
 
+/// Email addresses of the accounts holding the patient's own active access.
+pub fn own_emails_of_patient(conn: &Connection, patient_id: i64) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT lower(c.email) FROM portal_access a JOIN portal_account c ON c.id = a.account_id
+          WHERE a.patient_id = ?1 AND a.status = 'active' AND a.role = 'self' ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([patient_id], |r| r.get(0))?;
+    rows.collect()
+}
+
 /// Every staff user, active first, by name.
 pub fn list_staff(conn: &Connection) -> rusqlite::Result<Vec<Staff>> {
     let mut stmt = conn.prepare_cached(&format!(

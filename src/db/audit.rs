@@ -30,8 +30,19 @@ pub fn canonical(e: &Entry, prev_hash: &str) -> String {
     )
 }
 
-/// Appends an entry chained to the last one. Call inside the transaction of the event.
+/// Appends an entry chained to the last one, inside the transaction of the event; outside one,
+/// in its own write transaction, so two appends never read the same last entry.
 pub fn append(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
+    if conn.is_autocommit() {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = append_locked(conn, e);
+        conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+        return result;
+    }
+    append_locked(conn, e)
+}
+
+fn append_locked(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
     let prev: String = conn
         .query_row(
             "SELECT hash FROM audit_event ORDER BY id DESC LIMIT 1",

@@ -95,7 +95,10 @@ impl DataDir {
     pub fn open_existing(path: &Path) -> Result<DataDir, String> {
         let db_path = path.join(DB_FILE);
         if !db_path.is_file() {
-            return Err(format!("There is no Carepost database in {}: check --data.", path.display()));
+            return Err(format!(
+                "There is no Carepost database in {}: check --data.",
+                path.display()
+            ));
         }
         let conn = open_connection(&db_path).map_err(|e| describe_open_error(&db_path, &e))?;
         let applied = applied_version(&conn).map_err(|e| describe_open_error(&db_path, &e))?;
@@ -106,8 +109,13 @@ impl DataDir {
                 latest_schema_version()
             ));
         }
-        let lock = File::open(&db_path).map_err(|e| format!("cannot open {}: {e}", db_path.display()))?;
-        Ok(DataDir { path: path.to_path_buf(), schema_version: applied, _lock: lock })
+        let lock =
+            File::open(&db_path).map_err(|e| format!("cannot open {}: {e}", db_path.display()))?;
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            schema_version: applied,
+            _lock: lock,
+        })
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -14,7 +14,13 @@ pub fn queue(conn: &Connection, email: &NewEmail, now: i64) -> rusqlite::Result<
     conn.execute(
         "INSERT INTO outbox (kind, recipient, subject, body_text, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![email.kind, email.recipient, email.subject, email.body_text, now],
+        params![
+            email.kind,
+            email.recipient,
+            email.subject,
+            email.body_text,
+            now
+        ],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -71,8 +77,9 @@ pub fn claim(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<bool> {
 
 pub fn mark_sent(conn: &Connection, id: i64, reply: &str, now: i64) -> rusqlite::Result<()> {
     conn.execute(
+        // Once delivered, the body (which may hold a live one-time link) is not kept.
         "UPDATE outbox SET state = 'sent', sent_at = ?3, attempts = attempts + 1, server_reply = ?2,
-                last_error = '' WHERE id = ?1",
+                last_error = '', body_text = '' WHERE id = ?1",
         params![id, reply, now],
     )?;
     Ok(())
@@ -126,7 +133,11 @@ pub struct OutboxRow {
     pub created_at: i64,
 }
 
-pub fn page(conn: &Connection, page: u32, per_page: u32) -> rusqlite::Result<(Vec<OutboxRow>, bool)> {
+pub fn page(
+    conn: &Connection,
+    page: u32,
+    per_page: u32,
+) -> rusqlite::Result<(Vec<OutboxRow>, bool)> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, kind, recipient, state, attempts, last_error, server_reply, created_at
            FROM outbox ORDER BY id DESC LIMIT ?1 OFFSET ?2",

@@ -53,6 +53,8 @@ pub struct Patient {
     pub email: String,
     pub phone: String,
     pub status: PortalStatus,
+    /// Someone can read messages for this patient: the patient or an active caregiver.
+    pub reachable: bool,
 }
 
 impl Patient {
@@ -71,12 +73,14 @@ fn patient_from_row(r: &Row) -> rusqlite::Result<Patient> {
         email: r.get(4)?,
         phone: r.get(5)?,
         status: PortalStatus::from_code(&status),
+        reachable: r.get(7)?,
     })
 }
 
 fn select(where_order: &str) -> String {
     format!(
-        "SELECT p.id, p.first_name, p.last_name, p.date_of_birth, p.email, p.phone, {STATUS_SQL}
+        "SELECT p.id, p.first_name, p.last_name, p.date_of_birth, p.email, p.phone, {STATUS_SQL},
+                EXISTS (SELECT 1 FROM portal_access a WHERE a.patient_id = p.id AND a.status = 'active')
            FROM patient p {where_order}"
     )
 }

@@ -120,7 +120,7 @@ pub fn submit(app: &App, request: &Request, params: &Params) -> AppResult<Respon
     let now = app.clock.now();
     let mut conn = app.pool.get();
     match staff::create_administrator(&mut conn, &new, Some(setup_token), now)? {
-        Ok(Created::New(id)) | Ok(Created::AlreadyExists(id)) => {
+        Ok(Created::New(id)) => {
             log::info!("first-run setup completed; administrator {id} created");
             let token = sessions::create(&conn, Audience::Staff, id, None, now)?;
             Ok(session::set_cookie(
@@ -130,6 +130,9 @@ pub fn submit(app: &App, request: &Request, params: &Params) -> AppResult<Respon
                 &token,
             ))
         }
+        // Not reachable while the link is valid (no practice means no staff), and never a way
+        // to sign in as someone who exists.
+        Ok(Created::AlreadyExists) => Err(AppError::NotFound),
         Err(errors) => {
             drop(conn);
             Ok(

@@ -439,7 +439,16 @@ pub fn retry_email(app: &App, request: &Request, params: &Params) -> AppResult<R
     if !crate::db::outbox::retry(&tx, id, now)? {
         return Err(AppError::NotFound);
     }
-    audit::record(&tx, &Actor::staff(caller.staff.id, &client(request)), "outbox.retry", None, &format!("email {id}"), now)?;
+    audit::record(
+        &tx,
+        &Actor::staff(caller.staff.id, &client(request)),
+        "outbox.retry",
+        None,
+        &format!("email {id}"),
+        now,
+    )?;
     tx.commit()?;
-    Ok(Response::redirect_303("/practice/admin/outbox?notice=retrying"))
+    Ok(Response::redirect_303(
+        "/practice/admin/outbox?notice=retrying",
+    ))
 }

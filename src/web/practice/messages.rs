@@ -5,7 +5,7 @@ use super::patients::status_badge;
 use crate::dates::format_timestamp;
 use crate::db::accounts;
 use crate::db::messages::{self as store, StaffBox};
-use crate::db::patients::{self, PortalStatus};
+use crate::db::patients;
 use crate::db::practice::{self, Practice};
 use crate::error::{AppError, AppResult, FieldErrors};
 use crate::messaging::{self, Sent};
@@ -151,8 +151,8 @@ fn thread_page(
                 (action_button(&format!("{base}/chart"), csrf_token, "Add to chart", "secondary small"))
             }
             (conversation(&shown, &patient.full_name(), &FileLinks { base: format!("{base}/files"), staff_csrf: Some(csrf_token) }))
-            @if patient.status != PortalStatus::Enrolled {
-                p.notice { "The patient's portal access is not active, so they cannot read replies now." }
+            @if !patient.reachable {
+                p.notice { "Nobody has active portal access to this record, so replies cannot be read now." }
             }
             h2 #latest { "Reply" }
             (summary(errors))
@@ -361,12 +361,12 @@ fn patient_picker(app: &App, request: &Request, caller: &StaffCaller) -> AppResu
                             @for p in &found {
                                 tr {
                                     td {
-                                        @if p.status == PortalStatus::Enrolled {
+                                        @if p.reachable {
                                             a href={ "/practice/messages/new?patient=" (p.id) } { "Write to " (p.full_name()) }
                                         } @else { (p.full_name()) }
                                     }
                                     td { (p.date_of_birth) }
-                                    td { (status_badge(p.status)) @if p.status != PortalStatus::Enrolled { " – only enrolled patients can receive messages" } }
+                                    td { (status_badge(p.status)) @if !p.reachable { " – nobody has portal access to read messages" } }
                                 }
                             }
                         }

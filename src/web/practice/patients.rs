@@ -305,7 +305,7 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
             @if clinical {
                 section.panel aria-labelledby="messages-heading" {
                     h2 #messages-heading { "Messages" }
-                    @if p.status == PortalStatus::Enrolled {
+                    @if p.reachable {
                         p { a.button.secondary href={ "/practice/messages/new?patient=" (p.id) } { "Write to " (p.first_name) } }
                     }
                     @if threads.is_empty() {
@@ -356,7 +356,7 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
                         tbody { @for c in &caregivers { (caregiver_row(&caller, p.id, c)) } }
                     }
                 }
-                @if can_invite {
+                @if can_invite && portal_access::may_invite_caregiver(&caller.staff) {
                     p { a.button.secondary href={ "/practice/patients/" (p.id) "/caregivers/new" } { "Invite a caregiver" } }
                 }
             }
@@ -412,18 +412,21 @@ fn invite_guard(
     app: &App,
     request: &Request,
     params: &Params,
+    caregiver: bool,
 ) -> AppResult<(StaffCaller, Patient, Practice)> {
     let caller = session::staff(app, request)?;
     let p = load(app, params)?;
     let practice = practice_of(app)?;
-    if !portal_access::may_invite(&practice, &caller.staff) {
+    if !portal_access::may_invite(&practice, &caller.staff)
+        || (caregiver && !portal_access::may_invite_caregiver(&caller.staff))
+    {
         return Err(AppError::Forbidden);
     }
     Ok((caller, p, practice))
 }
 
 pub fn invite_form(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
-    let (caller, p, _) = invite_guard(app, request, params)?;
+    let (caller, p, _) = invite_guard(app, request, params, false)?;
     let form = Form::from_pairs(vec![("email", p.email.clone()), ("phone", p.phone.clone())]);
     Ok(invite_page(
         app,
@@ -436,7 +439,7 @@ pub fn invite_form(app: &App, request: &Request, params: &Params) -> AppResult<R
 }
 
 pub fn caregiver_form(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
-    let (caller, p, _) = invite_guard(app, request, params)?;
+    let (caller, p, _) = invite_guard(app, request, params, true)?;
     Ok(invite_page(
         app,
         &caller,
@@ -453,7 +456,7 @@ fn send_invitation(
     params: &Params,
     caregiver: bool,
 ) -> AppResult<Response> {
-    let (caller, p, practice) = invite_guard(app, request, params)?;
+    let (caller, p, practice) = invite_guard(app, request, params, caregiver)?;
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
     let invite = InviteRequest {
