@@ -47,7 +47,7 @@ impl Refusal {
         match self {
             Refusal::TooLarge => "The file is larger than 25 MB. Attach a smaller file.".into(),
             Refusal::Empty => "The file is empty. Choose another file.".into(),
-            Refusal::NoName => "The file has no name. Rename it and choose it again.".into(),
+            Refusal::NoName => format!("The file has no name. Give it a name ending in one of the allowed types ({ALLOWED_TEXT}) and choose it again."),
             Refusal::WrongType => format!("This type of file cannot be sent. Attach a file of type {ALLOWED_TEXT}, 25 MB or less."),
             Refusal::ContentMismatch => format!("The file's content does not match its name's type, so it cannot be sent. Attach a genuine file of type {ALLOWED_TEXT}."),
         }
@@ -267,8 +267,12 @@ impl Store {
             .parent()
             .ok_or_else(|| io::Error::other("no parent folder"))?;
         fs::create_dir_all(folder)?;
-        if target.exists() {
-            // The same bytes are stored already; the temporary copy goes when `received` drops.
+        if target.exists()
+            && Store::hash_file(&target)
+                .is_ok_and(|(h, n)| h == received.sha256 && n == received.size)
+        {
+            // The same bytes are stored already, intact; the temporary copy goes when
+            // `received` drops. (A damaged copy is replaced by the good one below.)
             return Ok(());
         }
         fs::rename(&received.temp, &target)?;

@@ -296,7 +296,7 @@ fn serve(config: Config, demo: bool) -> Result<(), String> {
     let data = DataDir::open(&config.data_dir())?;
     let smtp = mail::SmtpSettings::from_config(&config)?;
     if smtp.is_none() {
-        log::warn!("no mail server configured (smtp.host): emails stay in the outbox until one is");
+        log::info!("no mail server configured (smtp.host): emails stay in the outbox until one is");
     }
     mail::start(&data, Clock::system(), smtp, demo)?;
     web::serve(config, data, Clock::system(), |app| {

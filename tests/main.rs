@@ -2,6 +2,8 @@
 
 mod harness;
 
+mod attachments;
 mod enrollment;
 mod foundation;
+mod messaging;
 mod transport;

@@ -398,6 +398,28 @@ fn readme_nginx_config_covers_what_the_binary_cannot() {
     );
     assert_eq!(status, 413);
 
+    // An absurd declared length (which aborts tiny_http when it discards the unread body) is
+    // refused by nginx; Carepost never sees it and stays up.
+    let (status, _) = curl(
+        proxy.https_port,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Length: 100000000000000",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "x",
+        ],
+    );
+    assert_eq!(status, 413);
+    let mut server = server;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "Carepost is still running"
+    );
+
     // A client that opens a connection and sends nothing is dropped by nginx.
     let mut idle = TcpStream::connect(("127.0.0.1", proxy.https_port)).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(40)))

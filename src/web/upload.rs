@@ -40,6 +40,9 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// Bodies declared larger than this are not read at all.
+const ABSURD_BODY: u64 = 1 << 30;
+
 const INCOMPLETE: &str = "The upload did not arrive completely, so nothing was sent. Try again.";
 
 fn boundary(content_type: &str) -> Option<&str> {
@@ -76,7 +79,10 @@ pub fn read_message_form(app: &App, request: &Request) -> AppResult<MessageForm>
             "The upload did not say how large it is. Try again from the Carepost page.".into(),
         )
     })?;
-    if declared > body_limit {
+    // A body declared far beyond any allowed upload is refused unread. Anything smaller is
+    // parsed, so that a file over 25 MB is refused where it starts and the fields typed before
+    // it are kept.
+    if declared > ABSURD_BODY {
         return Err(AppError::PayloadTooLarge { limit: body_limit });
     }
     let body = request
@@ -108,9 +114,16 @@ pub fn read_message_form(app: &App, request: &Request) -> AppResult<MessageForm>
                     ));
                 }
                 if name.is_empty() {
-                    // No file chosen: browsers send an empty part.
-                    io::copy(&mut (&mut field.data).take(1024 * 1024), &mut io::sink())
-                        .map_err(|_| incomplete())?;
+                    // An empty part without a name is "no file chosen"; content without a
+                    // name is refused.
+                    let extra = io::copy(
+                        &mut (&mut field.data).take(attachments::MAX_BYTES),
+                        &mut io::sink(),
+                    )
+                    .map_err(|_| incomplete())?;
+                    if extra > 0 {
+                        refused = Some(Refusal::NoName);
+                    }
                     continue;
                 }
                 match app.store.receive(&name, &mut field.data) {
