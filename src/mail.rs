@@ -167,7 +167,19 @@ fn message<'a>(
         .html_body(html_of(&email.body_text))
 }
 
+/// One attempt, bounded as a whole by the configured timeout: mail-send's own timeout does not
+/// cover waiting for the greeting of a plain connection.
 async fn deliver(s: &SmtpSettings, email: &QueuedEmail, message_id: &str) -> Outcome {
+    match tokio::time::timeout(s.timeout, attempt(s, email, message_id)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Retry(format!(
+            "the mail server did not answer within {} seconds",
+            s.timeout.as_secs()
+        )),
+    }
+}
+
+async fn attempt(s: &SmtpSettings, email: &QueuedEmail, message_id: &str) -> Outcome {
     let builder = match SmtpClientBuilder::new(s.host.as_str(), s.port) {
         Ok(b) => b,
         Err(e) => return Outcome::Retry(format!("cannot prepare TLS: {e}")),

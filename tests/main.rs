@@ -5,5 +5,7 @@ mod harness;
 mod attachments;
 mod enrollment;
 mod foundation;
+mod mail;
 mod messaging;
+mod smtp_sink;
 mod transport;
