@@ -185,22 +185,45 @@ pub fn request_reset(
         Audience::Staff => accounts::staff_credentials(conn, &email)?.map(|(id, _)| id),
         Audience::Portal => accounts::portal_credentials(conn, &email)?.map(|(id, _)| id),
     };
-    let Some(principal) = principal else {
-        return Ok(());
-    };
+    // Known address or not, the request does the same visible work: one write transaction
+    // with one audit entry, so its timing does not tell which addresses have accounts.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let recent = sessions::resets::last_requested(&tx, audience, principal)?
-        .is_some_and(|at| now - at < RESET_REQUEST_GAP_SECS);
-    if !recent {
-        queue_password_link(
-            &tx, practice, audience, principal, &email, base_url, false, now,
-        )?;
-        let actor = Actor {
-            kind: audience.as_str(),
-            id: Some(principal),
-            client: client.to_owned(),
-        };
-        crate::audit::record(&tx, &actor, "password.reset_request", None, "", now)?;
+    let anonymous = Actor::anonymous(client);
+    match principal {
+        None => crate::audit::record_outcome(
+            &tx,
+            &anonymous,
+            "password.reset_request",
+            None,
+            "",
+            "no account",
+            now,
+        )?,
+        Some(principal) => {
+            let recent = sessions::resets::last_requested(&tx, audience, principal)?
+                .is_some_and(|at| now - at < RESET_REQUEST_GAP_SECS);
+            let actor = Actor {
+                kind: audience.as_str(),
+                id: Some(principal),
+                client: client.to_owned(),
+            };
+            if recent {
+                crate::audit::record_outcome(
+                    &tx,
+                    &actor,
+                    "password.reset_request",
+                    None,
+                    "",
+                    "throttled",
+                    now,
+                )?;
+            } else {
+                queue_password_link(
+                    &tx, practice, audience, principal, &email, base_url, false, now,
+                )?;
+                crate::audit::record(&tx, &actor, "password.reset_request", None, "", now)?;
+            }
+        }
     }
     tx.commit()
 }
