@@ -4,6 +4,7 @@
 mod attachments;
 mod audit;
 mod auth;
+mod backup;
 mod clock;
 mod config;
 mod crypto;
@@ -72,8 +73,28 @@ enum Command {
         #[command(subcommand)]
         action: MailCommand,
     },
+    /// Make a consistent, checked copy of the data folder (database and attachments) while the
+    /// server runs.
+    Backup { dest: PathBuf },
+    /// Restore a backup into the data folder (--data): an empty one, or a used one with --force.
+    Restore {
+        src: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// The audit log: `carepost audit verify` checks its hash chain.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Re-hash every stored attachment and check every reference; exits non-zero on any
     /// missing, corrupt or unreferenced file. Safe while the server runs.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the chain; non-zero exit naming the first entry that was altered or removed.
     Verify,
 }
 
@@ -140,6 +161,15 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Some(Command::Verify) => verify(&config),
+        Some(Command::Backup { dest }) => {
+            backup::backup(&config.data_dir(), &dest).map(|m| println!("{m}"))
+        }
+        Some(Command::Restore { src, force }) => {
+            backup::restore(&src, &config.data_dir(), force).map(|m| println!("{m}"))
+        }
+        Some(Command::Audit {
+            action: AuditCommand::Verify,
+        }) => backup::audit_verify(&config.data_dir()).map(|m| println!("{m}")),
         Some(Command::Mail {
             action: MailCommand::Test { address },
         }) => mail_test(&config, &address),
