@@ -33,6 +33,41 @@ pub fn sign_in(
     audience: Audience,
     email: &str,
     password: &str,
+    client: &str,
+    now: i64,
+) -> AppResult<SignIn> {
+    let outcome = check_sign_in(conn, audience, email, password, now)?;
+    // Every attempt is audited: accepted as the account, refused or locked anonymously (the
+    // address typed is not recorded).
+    let (actor, result) = match &outcome {
+        SignIn::Accepted(id) => (
+            Actor {
+                kind: audience.as_str(),
+                id: Some(*id),
+                client: client.to_owned(),
+            },
+            "ok",
+        ),
+        SignIn::Refused => (Actor::anonymous(client), "refused"),
+        SignIn::Locked(_) => (Actor::anonymous(client), "locked"),
+    };
+    crate::audit::record_outcome(
+        conn,
+        &actor,
+        "auth.sign_in",
+        None,
+        audience.as_str(),
+        result,
+        now,
+    )?;
+    Ok(outcome)
+}
+
+fn check_sign_in(
+    conn: &Connection,
+    audience: Audience,
+    email: &str,
+    password: &str,
     now: i64,
 ) -> AppResult<SignIn> {
     let email = normalise_email(email);
@@ -283,7 +318,7 @@ pub fn change_password(
     now: i64,
 ) -> Result<Result<(), FieldErrors>, AppError> {
     let mut errors = new_password_problems(password, password_again);
-    match sign_in(conn, audience, email, current, now)? {
+    match sign_in(conn, audience, email, current, client, now)? {
         SignIn::Accepted(id) if id == principal => {}
         SignIn::Locked(wait) => errors.add(
             "current_password",

@@ -231,7 +231,7 @@ pub fn register(
             Some(crypto::hash_password(form.password).map_err(AppError::Internal)?),
         )
     } else {
-        match auth::sign_in(conn, Audience::Portal, &email, form.password, now)? {
+        match auth::sign_in(conn, Audience::Portal, &email, form.password, client, now)? {
             SignIn::Accepted(id) => (Some(id), None),
             SignIn::Refused => {
                 errors.add(

@@ -71,3 +71,86 @@ fn append_locked(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
     )?;
     Ok(())
 }
+
+/// What the audit report is narrowed to.
+#[derive(Default)]
+pub struct Filter {
+    pub from: Option<i64>,
+    pub until: Option<i64>,
+    pub staff_id: Option<i64>,
+    pub patient_id: Option<i64>,
+    pub action: String,
+}
+
+/// One line of the audit report, with names resolved.
+pub struct ReportRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub patient: String,
+    pub object: String,
+    pub outcome: String,
+    pub client: String,
+}
+
+/// Entries matching the filter, newest first: one page and whether more follow.
+pub fn report(
+    conn: &Connection,
+    f: &Filter,
+    page: u32,
+    per_page: u32,
+) -> rusqlite::Result<(Vec<ReportRow>, bool)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.id, e.at,
+                CASE e.actor_kind
+                    WHEN 'staff' THEN coalesce((SELECT name FROM staff WHERE id = e.actor_id), 'staff ' || e.actor_id)
+                    WHEN 'portal' THEN coalesce((SELECT name || ' (portal)' FROM portal_account WHERE id = e.actor_id), 'portal ' || e.actor_id)
+                    ELSE e.actor_kind END,
+                e.action,
+                coalesce((SELECT first_name || ' ' || last_name FROM patient WHERE id = e.patient_id), ''),
+                e.object, e.outcome, e.client
+           FROM audit_event e
+          WHERE (?1 IS NULL OR e.at >= ?1) AND (?2 IS NULL OR e.at < ?2)
+            AND (?3 IS NULL OR (e.actor_kind = 'staff' AND e.actor_id = ?3))
+            AND (?4 IS NULL OR e.patient_id = ?4)
+            AND (?5 = '' OR e.action = ?5)
+          ORDER BY e.id DESC LIMIT ?6 OFFSET ?7",
+    )?;
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
+    let rows = stmt.query_map(
+        params![
+            f.from,
+            f.until,
+            f.staff_id,
+            f.patient_id,
+            f.action,
+            i64::from(per_page) + 1,
+            offset
+        ],
+        |r| {
+            Ok(ReportRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                patient: r.get(4)?,
+                object: r.get(5)?,
+                outcome: r.get(6)?,
+                client: r.get(7)?,
+            })
+        },
+    )?;
+    let mut rows: Vec<ReportRow> = rows.collect::<rusqlite::Result<_>>()?;
+    let more = rows.len() > per_page as usize;
+    rows.truncate(per_page as usize);
+    Ok((rows, more))
+}
+
+/// The distinct actions recorded, for the report's filter.
+pub fn actions(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT action FROM audit_event ORDER BY action")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}

@@ -1,7 +1,9 @@
 //! Every route of both views, in one table.
 
 use super::portal::{self, messages as portal_messages, register};
-use super::practice::{self, admin, messages as practice_messages, patients};
+use super::practice::{
+    self, admin, audit as practice_audit, messages as practice_messages, patients,
+};
 use super::{assets, password, setup, App};
 use crate::error::{AppError, AppResult};
 use rouille::{Request, Response};
@@ -96,6 +98,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/practice/admin/users/{id}/password-link",                  admin::send_password_link),
     route("GET", "/practice/admin/settings",                                  admin::settings),
     route("POST", "/practice/admin/settings",                                  admin::save_settings),
+    route("GET", "/practice/admin/audit",                                     practice_audit::report),
+    route("GET", "/practice/admin/audit.csv",                                 practice_audit::export),
     route("GET", "/practice/admin/outbox",                                    admin::outbox),
     route("POST", "/practice/admin/outbox/{id}/retry",                         admin::retry_email),
     // Patient portal

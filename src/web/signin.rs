@@ -118,7 +118,14 @@ pub fn submit(app: &App, request: &Request, audience: Audience) -> AppResult<Res
     let now = app.clock.now();
     if errors.is_empty() {
         let conn = app.pool.get();
-        match auth::sign_in(&conn, audience, email, password, now)? {
+        match auth::sign_in(
+            &conn,
+            audience,
+            email,
+            password,
+            &super::client(request),
+            now,
+        )? {
             SignIn::Accepted(principal) => {
                 let acting = match audience {
                     Audience::Staff => None,
@@ -154,19 +161,42 @@ pub fn submit(app: &App, request: &Request, audience: Audience) -> AppResult<Res
 
 /// Ends the session on the server, then clears the cookie.
 pub fn logout(app: &App, request: &Request, audience: Audience) -> AppResult<Response> {
-    let (session_hash, csrf_token) = match audience {
+    let (session_hash, csrf_token, principal) = match audience {
         Audience::Staff => {
             let caller = session::staff(app, request)?;
-            (caller.session.token_hash, caller.session.csrf_token)
+            (
+                caller.session.token_hash,
+                caller.session.csrf_token,
+                caller.staff.id,
+            )
         }
         Audience::Portal => {
             let caller = session::portal_user(app, request)?;
-            (caller.session.token_hash, caller.session.csrf_token)
+            (
+                caller.session.token_hash,
+                caller.session.csrf_token,
+                caller.account.id,
+            )
         }
     };
     let form = form::read(app, request)?;
     csrf::check(&form, &csrf_token)?;
-    sessions::delete(&app.pool.get(), &session_hash)?;
+    let conn = app.pool.get();
+    sessions::delete(&conn, &session_hash)?;
+    let actor = crate::audit::Actor {
+        kind: audience.as_str(),
+        id: Some(principal),
+        client: super::client(request),
+    };
+    crate::audit::record(
+        &conn,
+        &actor,
+        "auth.sign_out",
+        None,
+        audience.as_str(),
+        app.clock.now(),
+    )?;
+    drop(conn);
     let target = format!("{}?signed_out=1", words(audience).action);
     Ok(session::clear_cookie(
         Response::redirect_303(target),

@@ -1,6 +1,7 @@
 //! The practice view (staff).
 
 pub mod admin;
+pub mod audit;
 pub mod messages;
 pub mod patients;
 

@@ -201,6 +201,7 @@ fn navigation(ctx: &Context) -> Markup {
                         li { a href="/practice/admin/users" { "Users" } }
                         li { a href="/practice/admin/settings" { "Practice settings" } }
                         li { a href="/practice/admin/outbox" { "Outbox" } }
+                        li { a href="/practice/admin/audit" { "Audit" } }
                     }
                     li { a href="/practice/account" { "My account" } }
                 }
