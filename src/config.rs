@@ -121,6 +121,12 @@ options! {
     idle_connection_seconds: u64 = "idle_connection_seconds", 30u64;
     /// Log level: error, warn, info or debug.
     log_level: String = "log_level", "info";
+    /// Email staff "You have unread patient messages" once a patient message has been unread this
+    /// many business hours (08:00-18:00, Monday to Friday). 0: no reminders.
+    reminder_business_hours: u64 = "reminder_business_hours", 0u64;
+    /// The practice's offset from UTC in minutes (for example -300 for New York in winter),
+    /// for business hours.
+    utc_offset_minutes: String = "utc_offset_minutes", "0";
     /// SMTP server host name. Empty: no mail server; emails wait in the outbox.
     smtp_host: String = "smtp.host", "";
     /// SMTP port.
@@ -205,6 +211,11 @@ impl Config {
         if !["error", "warn", "info", "debug"].contains(&self.log_level.as_str()) {
             return Err("log_level must be one of error, warn, info, debug".into());
         }
+        if self.utc_offset().is_none() {
+            return Err(
+                "utc_offset_minutes must be a whole number of minutes between -840 and 840".into(),
+            );
+        }
         if !["starttls", "tls", "none"].contains(&self.smtp_security.as_str()) {
             return Err("smtp.security must be one of starttls, tls, none".into());
         }
@@ -218,6 +229,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `utc_offset_minutes` in seconds.
+    pub fn utc_offset(&self) -> Option<i64> {
+        self.utc_offset_minutes
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|m| (-840..=840).contains(m))
+            .map(|m| m * 60)
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -18,6 +18,7 @@ mod messaging;
 mod outbox;
 mod patients;
 mod portal_access;
+mod reminders;
 mod staff;
 mod web;
 

@@ -126,3 +126,26 @@ pub fn queue_caregiver_notice(
         now,
     )
 }
+
+/// To a staff member: unread patient messages are waiting; no patient details.
+pub fn queue_unread_reminder(
+    conn: &Connection,
+    practice: &str,
+    to: &str,
+    base_url: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let body = format!(
+        "Hello,\n\nYou have unread patient messages in Carepost.\n\nSign in to read them:\n{base_url}/practice/login\n\n{practice}\n"
+    );
+    outbox::queue(
+        conn,
+        &NewEmail {
+            kind: "unread_reminder",
+            recipient: to,
+            subject: "You have unread patient messages in Carepost",
+            body_text: &body,
+        },
+        now,
+    )
+}

@@ -491,3 +491,31 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Rows of an SQL query against a data folder's database (python3's sqlite3, so the server may
+/// be running), every value as text ("" for NULL).
+pub fn db_rows(data: &Path, sql: &str, params: &[&str]) -> Vec<Vec<String>> {
+    const SCRIPT: &str = "import sqlite3, sys\n\
+        c = sqlite3.connect(sys.argv[1])\n\
+        for row in c.execute(sys.argv[2], sys.argv[3:]):\n    \
+            sys.stdout.write('\\x1f'.join('' if v is None else str(v) for v in row) + '\\x1e')\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(data.join("carepost.db"))
+        .arg(sql)
+        .args(params)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "query {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split('\x1e')
+        .filter(|row| !row.is_empty())
+        .map(|row| row.split('\x1f').map(str::to_owned).collect())
+        .collect()
+}

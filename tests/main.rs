@@ -7,5 +7,6 @@ mod enrollment;
 mod foundation;
 mod mail;
 mod messaging;
+mod reminders;
 mod smtp_sink;
 mod transport;

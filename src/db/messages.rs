@@ -282,6 +282,7 @@ pub fn address_to_staff(
          VALUES (?1, ?2, ?3, 0, ?4, ?5)
          ON CONFLICT (thread_id, staff_id) DO UPDATE SET
              unread = excluded.unread OR (unread AND NOT ?4),
+             reminded_at = CASE WHEN excluded.unread THEN NULL ELSE reminded_at END,
              archived = 0,
              has_sent = has_sent OR excluded.has_sent,
              last_activity_at = excluded.last_activity_at",
@@ -293,7 +294,8 @@ pub fn address_to_staff(
 /// New activity from the patient: every staff member on the thread sees it unread, unarchived.
 pub fn patient_wrote(conn: &Connection, thread_id: i64, now: i64) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE thread_staff SET unread = 1, archived = 0, last_activity_at = ?2 WHERE thread_id = ?1",
+        "UPDATE thread_staff SET unread = 1, archived = 0, last_activity_at = ?2, reminded_at = NULL
+          WHERE thread_id = ?1",
         params![thread_id, now],
     )?;
     Ok(())
@@ -493,4 +495,36 @@ pub fn chart_documents(conn: &Connection, patient_id: i64) -> rusqlite::Result<V
         })
     })?;
     rows.collect()
+}
+
+/// Unread, unarchived threads of active staff not yet reminded of, quiet since before `before`:
+/// (staff id, staff email, thread id, last activity).
+pub fn unreminded_unread(
+    conn: &Connection,
+    before: i64,
+) -> rusqlite::Result<Vec<(i64, String, i64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts.staff_id, s.email, ts.thread_id, ts.last_activity_at
+           FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
+          WHERE ts.unread = 1 AND ts.archived = 0 AND ts.reminded_at IS NULL
+            AND ts.last_activity_at < ?1 AND s.active = 1
+          ORDER BY ts.staff_id",
+    )?;
+    let rows = stmt.query_map([before], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    rows.collect()
+}
+
+pub fn mark_reminded(
+    conn: &Connection,
+    staff_id: i64,
+    thread_id: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE thread_staff SET reminded_at = ?3 WHERE staff_id = ?1 AND thread_id = ?2",
+        params![staff_id, thread_id, now],
+    )?;
+    Ok(())
 }

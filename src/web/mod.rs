@@ -93,9 +93,10 @@ pub fn serve(
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         server.poll_timeout(Duration::from_millis(100));
-        if last_sweep.elapsed() > Duration::from_secs(600) {
+        if last_sweep.elapsed() > Duration::from_secs(5) {
             last_sweep = Instant::now();
             session::sweep_expired(app);
+            remind_unread(app);
         }
     }
     log::info!("shutting down: no new connections, finishing requests in flight");
@@ -112,6 +113,32 @@ pub fn serve(
     data.checkpoint()?;
     log::info!("stopped cleanly");
     Ok(())
+}
+
+/// Queues the unread-message reminders that are due (see `reminder_business_hours`).
+fn remind_unread(app: &App) {
+    if app.config.reminder_business_hours == 0 {
+        return;
+    }
+    let mut conn = app.pool.get();
+    let practice = match db::practice::get(&conn) {
+        Ok(Some(p)) => p.name,
+        _ => return,
+    };
+    let offset = app.config.utc_offset().unwrap_or(0);
+    let result = crate::reminders::sweep(
+        &mut conn,
+        &practice,
+        app.config.public_base(),
+        app.config.reminder_business_hours,
+        offset,
+        app.clock.now(),
+    );
+    match result {
+        Ok(0) => {}
+        Ok(n) => log::info!("queued {n} unread-message reminder(s)"),
+        Err(e) => log::warn!("could not queue unread-message reminders: {e}"),
+    }
 }
 
 pub fn describe_bind_error(listen: &str, e: &dyn std::fmt::Display) -> String {
