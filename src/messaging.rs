@@ -177,6 +177,18 @@ fn chart_message(
     Ok(())
 }
 
+/// The thread a message with this idempotency key already went to, if this sender sent it.
+fn already_sent(
+    conn: &Connection,
+    key: Option<&str>,
+    sender: Sender,
+) -> rusqlite::Result<Option<i64>> {
+    match key {
+        Some(key) => messages::thread_of_key(conn, key, sender),
+        None => Ok(None),
+    }
+}
+
 fn clean_key(key: &str) -> Option<&str> {
     let key = key.trim();
     (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then_some(key)
@@ -195,11 +207,7 @@ pub fn patient_starts(
     now: i64,
 ) -> Result<Sent, AppError> {
     let key = clean_key(key);
-    if let Some(thread) = key
-        .map(|k| messages::thread_of_key(conn, k, caller.sender()))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(thread) = already_sent(conn, key, caller.sender())? {
         return Ok(Sent::Thread(thread));
     }
     let mut errors = draft.check();
@@ -222,11 +230,7 @@ pub fn patient_starts(
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = key
-        .map(|k| messages::thread_of_key(&tx, k, caller.sender()))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(existing) = already_sent(&tx, key, caller.sender())? {
         return Ok(Sent::Thread(existing));
     }
     let thread = messages::insert_thread(&tx, caller.patient_id, subject, "portal", now)?;
@@ -270,11 +274,7 @@ pub fn patient_replies(
     let thread = messages::thread_for_patient(conn, caller.patient_id, thread_id)?
         .ok_or(AppError::NotFound)?;
     let key = clean_key(key);
-    if let Some(existing) = key
-        .map(|k| messages::thread_of_key(conn, k, caller.sender()))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(existing) = already_sent(conn, key, caller.sender())? {
         return Ok(Sent::Thread(existing));
     }
     let errors = draft.check();
@@ -284,11 +284,7 @@ pub fn patient_replies(
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = key
-        .map(|k| messages::thread_of_key(&tx, k, caller.sender()))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(existing) = already_sent(&tx, key, caller.sender())? {
         return Ok(Sent::Thread(existing));
     }
     let message = draft.insert(
@@ -333,11 +329,7 @@ pub fn staff_starts(
 ) -> Result<Sent, AppError> {
     let patient = patients::get(conn, patient_id, now)?.ok_or(AppError::NotFound)?;
     let key = clean_key(key);
-    if let Some(thread) = key
-        .map(|k| messages::thread_of_key(conn, k, Sender::Staff(staff.id)))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(thread) = already_sent(conn, key, Sender::Staff(staff.id))? {
         return Ok(Sent::Thread(thread));
     }
     let mut errors = draft.check();
@@ -353,11 +345,7 @@ pub fn staff_starts(
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = key
-        .map(|k| messages::thread_of_key(&tx, k, Sender::Staff(staff.id)))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(existing) = already_sent(&tx, key, Sender::Staff(staff.id))? {
         return Ok(Sent::Thread(existing));
     }
     let thread = messages::insert_thread(&tx, patient.id, subject, "staff", now)?;
@@ -404,11 +392,7 @@ pub fn staff_replies(
     let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
         .ok_or(AppError::NotFound)?;
     let key = clean_key(key);
-    if let Some(existing) = key
-        .map(|k| messages::thread_of_key(conn, k, Sender::Staff(staff.id)))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(existing) = already_sent(conn, key, Sender::Staff(staff.id))? {
         return Ok(Sent::Thread(existing));
     }
     let errors = draft.check();
@@ -418,11 +402,7 @@ pub fn staff_replies(
     draft.keep_file()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = key
-        .map(|k| messages::thread_of_key(&tx, k, Sender::Staff(staff.id)))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(existing) = already_sent(&tx, key, Sender::Staff(staff.id))? {
         return Ok(Sent::Thread(existing));
     }
     let message = draft.insert(

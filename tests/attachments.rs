@@ -494,28 +494,7 @@ fn selected_recipient(page: &Response) -> Option<String> {
 // The database (python3's sqlite3) and the store on disk
 
 fn query(server: &Server, sql: &str, params: &[&str]) -> Vec<Vec<String>> {
-    const SCRIPT: &str = "import sqlite3, sys\n\
-        c = sqlite3.connect(sys.argv[1])\n\
-        for row in c.execute(sys.argv[2], sys.argv[3:]):\n    \
-            sys.stdout.write('\\x1f'.join('' if v is None else str(v) for v in row) + '\\x1e')\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(server.data.join("carepost.db"))
-        .arg(sql)
-        .args(params)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split('\x1e')
-        .filter(|row| !row.is_empty())
-        .map(|row| row.split('\x1f').map(str::to_owned).collect())
-        .collect()
+    db_rows(&server.data, sql, params)
 }
 
 #[track_caller]

@@ -73,28 +73,7 @@ fn server_now(data: &Path) -> i64 {
 
 /// Rows of a query, every value as text ("" for NULL).
 fn query(data: &Path, sql: &str, params: &[&str]) -> Vec<Vec<String>> {
-    const SCRIPT: &str = "import sqlite3, sys\n\
-        c = sqlite3.connect(sys.argv[1], timeout=10)\n\
-        for row in c.execute(sys.argv[2], sys.argv[3:]):\n    \
-            sys.stdout.write('\\x1f'.join('' if v is None else str(v) for v in row) + '\\x1e')\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(data.join("carepost.db"))
-        .arg(sql)
-        .args(params)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split('\x1e')
-        .filter(|row| !row.is_empty())
-        .map(|row| row.split('\x1f').map(str::to_owned).collect())
-        .collect()
+    db_rows(data, sql, params)
 }
 
 #[track_caller]

@@ -7,7 +7,6 @@
 //! python3's sqlite3 module while the server runs.
 
 use crate::harness::*;
-use std::process::Command;
 
 const DISCLAIMER: &str = "Messages are only for non-urgent issues. Call your doctor's office if you need an immediate response. Dial 911 for life-threatening situations.";
 const PRACTICE: &str = "Demo Family Practice";
@@ -558,29 +557,7 @@ fn assert_not_found(response: &Response, what: &str) {
 // Helpers: the database
 
 fn query(server: &Server, sql: &str, params: &[&str]) -> Vec<Vec<String>> {
-    const SCRIPT: &str = "import sqlite3, sys\n\
-        c = sqlite3.connect(sys.argv[1])\n\
-        for row in c.execute(sys.argv[2], sys.argv[3:]):\n    \
-            sys.stdout.write('\\x1f'.join('' if v is None else str(v) for v in row) + '\\x1e')\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(server.data.join("carepost.db"))
-        .arg(sql)
-        .args(params)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split('\x1e')
-        .filter(|row| !row.is_empty())
-        .map(|row| row.split('\x1f').map(str::to_owned).collect())
-        .collect()
+    db_rows(&server.data, sql, params)
 }
 
 #[track_caller]
