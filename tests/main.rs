@@ -3,6 +3,7 @@
 mod harness;
 
 mod attachments;
+mod audit_report;
 mod enrollment;
 mod foundation;
 mod mail;

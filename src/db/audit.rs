@@ -80,6 +80,9 @@ pub struct Filter {
     pub staff_id: Option<i64>,
     pub patient_id: Option<i64>,
     pub action: String,
+    /// Only entries up to this id: the newest one when the first page was shown, so that
+    /// entries added meanwhile (this report's own views among them) do not shift the pages.
+    pub upto: Option<i64>,
 }
 
 /// One line of the audit report, with names resolved.
@@ -115,6 +118,7 @@ pub fn report(
             AND (?3 IS NULL OR (e.actor_kind = 'staff' AND e.actor_id = ?3))
             AND (?4 IS NULL OR e.patient_id = ?4)
             AND (?5 = '' OR e.action = ?5)
+            AND (?8 IS NULL OR e.id <= ?8)
           ORDER BY e.id DESC LIMIT ?6 OFFSET ?7",
     )?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
@@ -126,7 +130,8 @@ pub fn report(
             f.patient_id,
             f.action,
             i64::from(per_page) + 1,
-            offset
+            offset,
+            f.upto
         ],
         |r| {
             Ok(ReportRow {
@@ -145,6 +150,13 @@ pub fn report(
     let more = rows.len() > per_page as usize;
     rows.truncate(per_page as usize);
     Ok((rows, more))
+}
+
+/// The newest entry's id.
+pub fn newest_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM audit_event", [], |r| {
+        r.get(0)
+    })
 }
 
 /// The distinct actions recorded, for the report's filter.

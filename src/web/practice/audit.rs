@@ -34,8 +34,9 @@ fn query(request: &Request) -> Query {
         staff_id: get("staff").parse().ok(),
         patient_id: get("patient").parse().ok(),
         action: get("action").chars().take(64).collect(),
+        upto: get("upto").parse().ok(),
     };
-    let raw = ["from", "to", "staff", "patient", "action"]
+    let raw = ["from", "to", "staff", "patient", "action", "upto"]
         .into_iter()
         .map(|k| (k, get(k)))
         .collect();
@@ -71,10 +72,22 @@ fn record_view(
     Ok(())
 }
 
+/// Fixes the newest entry the report covers, if the address does not already.
+fn pin_snapshot(app: &App, q: &mut Query) -> AppResult<()> {
+    if q.filter.upto.is_none() {
+        let newest = store::newest_id(&app.pool.get())?;
+        q.filter.upto = Some(newest);
+        q.raw.retain(|(k, _)| *k != "upto");
+        q.raw.push(("upto", newest.to_string()));
+    }
+    Ok(())
+}
+
 pub fn report(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     let caller = session::administrator(app, request)?;
-    let q = query(request);
+    let mut q = query(request);
     record_view(app, request, &caller, "audit.view", &q)?;
+    pin_snapshot(app, &mut q)?;
     let page_number: u32 = request
         .get_param("page")
         .and_then(|p| p.parse().ok())
@@ -171,8 +184,9 @@ fn csv_line(r: &ReportRow) -> String {
 
 pub fn export(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     let caller = session::administrator(app, request)?;
-    let q = query(request);
+    let mut q = query(request);
     record_view(app, request, &caller, "audit.export", &q)?;
+    pin_snapshot(app, &mut q)?;
     let mut out = String::from("id,time_utc,who,action,patient,object,outcome,client\r\n");
     let conn = app.pool.get();
     let mut page_number = 1;
