@@ -13,8 +13,7 @@ fn folder_is_empty(path: &Path) -> bool {
 
 /// Copies the referenced attachments of the database at `db_path` from `from` to `to`.
 fn copy_blobs(db_path: &Path, from: &Store, to: &Store) -> Result<usize, String> {
-    let conn = db::open_connection(db_path)
-        .map_err(|e| format!("cannot open {}: {e}", db_path.display()))?;
+    let conn = db::open_read_only(db_path)?;
     let references = db::attachments::all_references(&conn)
         .map_err(|e| format!("cannot read attachments: {e}"))?;
     to.open()
@@ -39,11 +38,15 @@ fn copy_blobs(db_path: &Path, from: &Store, to: &Store) -> Result<usize, String>
     Ok(copied)
 }
 
+fn sync_path(path: &Path) -> Result<(), String> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", path.display()))
+}
+
 /// Checks a data folder: SQLite's integrity check and every attachment.
 fn check(folder: &Path) -> Result<String, String> {
-    let db_path = folder.join(db::DB_FILE);
-    let conn = db::open_connection(&db_path)
-        .map_err(|e| format!("cannot open {}: {e}", db_path.display()))?;
+    let conn = db::open_read_only(&folder.join(db::DB_FILE))?;
     let integrity: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(|e| format!("integrity check failed: {e}"))?;
@@ -86,7 +89,10 @@ pub fn backup(data: &Path, dest: &Path) -> Result<String, String> {
     let conn = source.connect()?;
     conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()])
         .map_err(|e| format!("cannot copy the database: {e}"))?;
+    // VACUUM INTO does not fsync its output: make the copy durable before calling it done.
+    sync_path(&copy)?;
     let copied = copy_blobs(&copy, &Store::new(data), &Store::new(dest))?;
+    sync_path(dest)?;
     let summary = check(dest)?;
     Ok(format!(
         "Backup written to {} and checked: {summary} ({copied} copied).",
@@ -98,29 +104,30 @@ pub fn backup(data: &Path, dest: &Path) -> Result<String, String> {
 /// `force` (and never while a server holds it).
 pub fn restore(src: &Path, data: &Path, force: bool) -> Result<String, String> {
     check(src).map_err(|e| format!("{} is not a usable backup: {e}", src.display()))?;
-    if data.exists() && !folder_is_empty(data) {
-        if !force {
-            return Err(format!(
-                "{} is not empty: restore into an empty folder, or add --force to replace what is there.",
-                data.display()
-            ));
-        }
-        // Taking the folder's lock proves no server is using it.
-        let held = DataDir::open(data)?;
-        drop(held);
+    let used = data.exists() && !folder_is_empty(data);
+    if used && !force {
+        return Err(format!(
+            "{} is not empty: restore into an empty folder, or add --force to replace what is there.",
+            data.display()
+        ));
+    }
+    fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+    // Held until the restore is complete: no server can start on the folder meanwhile, and
+    // taking it proves none is running now. The database itself is not opened: it may be the
+    // damaged thing being replaced.
+    let _lock = db::lock_data_dir(data)?;
+    if used {
         for name in [db::DB_FILE, "carepost.db-wal", "carepost.db-shm"] {
             let _ = fs::remove_file(data.join(name));
         }
         let _ = fs::remove_dir_all(data.join("blobs"));
     }
-    fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
     let target = data.join(db::DB_FILE);
     fs::copy(src.join(db::DB_FILE), &target)
         .map_err(|e| format!("cannot copy the database: {e}"))?;
-    fs::File::open(&target)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("cannot sync: {e}"))?;
+    sync_path(&target)?;
     copy_blobs(&target, &Store::new(src), &Store::new(data))?;
+    sync_path(data)?;
     let summary = check(data)?;
     Ok(format!("Restored into {}: {summary}.", data.display()))
 }

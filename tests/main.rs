@@ -8,6 +8,7 @@ mod enrollment;
 mod foundation;
 mod mail;
 mod messaging;
+mod operations;
 mod reminders;
 mod smtp_sink;
 mod transport;

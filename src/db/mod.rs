@@ -134,7 +134,8 @@ impl DataDir {
     }
 }
 
-fn lock_data_dir(path: &Path) -> Result<File, String> {
+/// Takes the data folder's exclusive lock (no second Carepost may use it meanwhile).
+pub fn lock_data_dir(path: &Path) -> Result<File, String> {
     let lock_path = path.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -219,6 +220,21 @@ pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
+}
+
+/// Opens a database only to read it: never creates or changes the file.
+pub fn open_read_only(path: &Path) -> Result<Connection, String> {
+    if !path.is_file() {
+        return Err(format!(
+            "there is no Carepost database at {}",
+            path.display()
+        ));
+    }
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| describe_open_error(path, &e))
 }
 
 /// A fixed set of connections, one per worker thread.
