@@ -6,6 +6,7 @@ mod attachments;
 mod audit_report;
 mod enrollment;
 mod foundation;
+mod hostile;
 mod mail;
 mod messaging;
 mod operations;
