@@ -4,6 +4,7 @@ mod harness;
 
 mod attachments;
 mod audit_report;
+mod authz_matrix;
 mod enrollment;
 mod foundation;
 mod hostile;
