@@ -202,7 +202,7 @@ impl Store {
         &self,
         raw_name: &str,
         data: &mut dyn Read,
-    ) -> io::Result<Result<Received, Refusal>> {
+    ) -> Result<Result<Received, Refusal>, ReceiveError> {
         let file_name = clean_name(raw_name);
         if file_name.is_empty() {
             return Ok(Err(Refusal::NoName));
@@ -213,7 +213,11 @@ impl Store {
         let temp = self
             .temp_dir()
             .join(format!("upload-{}", crate::crypto::random_token()));
-        let mut file = File::options().write(true).create_new(true).open(&temp)?;
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(ReceiveError::Store)?;
         let mut received = Received {
             temp,
             sha256: String::new(),
@@ -232,7 +236,7 @@ impl Store {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(_) => return Err(ReceiveError::Upload),
             };
             let chunk = &buf[..n];
             received.size += n as u64;
@@ -246,7 +250,7 @@ impl Store {
                 text.feed(chunk);
             }
             hasher.update(chunk);
-            file.write_all(chunk)?;
+            file.write_all(chunk).map_err(ReceiveError::Store)?;
         }
         if received.size == 0 {
             return Ok(Err(Refusal::Empty));
@@ -254,7 +258,7 @@ impl Store {
         if !magic_matches(extension, &head) || (is_text && !text.is_valid()) {
             return Ok(Err(Refusal::ContentMismatch));
         }
-        file.sync_all()?;
+        file.sync_all().map_err(ReceiveError::Store)?;
         received.sha256 = crate::crypto::hex(&hasher.finalize());
         Ok(Ok(received))
     }
@@ -279,6 +283,22 @@ impl Store {
         File::open(folder)?.sync_all()?;
         File::open(self.temp_dir())?.sync_all()?;
         Ok(())
+    }
+
+    /// Removes stored files no message references: after a crash between storing a file and
+    /// committing its message. Only at start, before any upload can be under way.
+    pub fn remove_unreferenced(
+        &self,
+        referenced: &std::collections::HashSet<String>,
+    ) -> io::Result<usize> {
+        let mut removed = 0;
+        for (name, path) in self.stored()? {
+            if !referenced.contains(&name) {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Opens a stored file after checking that its content still has its hash.
@@ -344,6 +364,14 @@ fn hash_reader(reader: &mut dyn Read) -> io::Result<(String, u64)> {
         }
     }
     Ok((crate::crypto::hex(&hasher.finalize()), size))
+}
+
+/// Why receiving a file failed: the sender's upload broke off, or the server could not write
+/// (a full or failing disk) — the second is the server's fault and is logged.
+#[derive(Debug)]
+pub enum ReceiveError {
+    Upload,
+    Store(io::Error),
 }
 
 #[derive(Debug, PartialEq, Eq)]

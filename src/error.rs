@@ -20,6 +20,8 @@ pub enum AppError {
     Forbidden,
     /// The body is larger than the configured limit.
     PayloadTooLarge { limit: u64 },
+    /// The server could not write (a full or failing disk); the text goes to the log only.
+    StorageFailed(String),
     /// Something failed inside; the text goes to the log only.
     Internal(String),
 }
@@ -48,6 +50,7 @@ impl fmt::Display for AppError {
             AppError::SignInRequired { .. } => write!(f, "sign-in required"),
             AppError::Forbidden => write!(f, "forbidden"),
             AppError::PayloadTooLarge { limit } => write!(f, "body over {limit} bytes"),
+            AppError::StorageFailed(m) => write!(f, "storage: {m}"),
             AppError::Internal(m) => write!(f, "internal: {m}"),
         }
     }

@@ -12,5 +12,6 @@ mod mail;
 mod messaging;
 mod operations;
 mod reminders;
+mod resilience;
 mod smtp_sink;
 mod transport;

@@ -72,6 +72,18 @@ pub fn serve(
     if leftovers > 0 {
         log::info!("removed {leftovers} unfinished upload(s) left by an earlier stop");
     }
+    let referenced: std::collections::HashSet<String> =
+        db::attachments::all_references(&pool.get())
+            .map_err(|e| format!("cannot read the attachment records: {e}"))?
+            .into_iter()
+            .map(|(_, sha256, _)| sha256)
+            .collect();
+    let orphans = store
+        .remove_unreferenced(&referenced)
+        .map_err(|e| format!("cannot tidy the attachment store: {e}"))?;
+    if orphans > 0 {
+        log::info!("removed {orphans} stored file(s) whose message was never committed");
+    }
     let app = App {
         config,
         pool,
@@ -246,6 +258,10 @@ fn respond_error(app: &App, request: &Request, error: AppError) -> Response {
                 response = session::clear_cookie(response, app, if *portal { db::sessions::Audience::Portal } else { db::sessions::Audience::Staff });
             }
             return response;
+        }
+        AppError::StorageFailed(detail) => {
+            log::error!("{} failed, storage: {detail}", request.method());
+            (507, "Could not store the file", "Carepost could not store the file because the server's disk is full or failing, so nothing was sent. Please tell the practice; you can still send a message without a file.".to_owned())
         }
         AppError::Internal(detail) => {
             log::error!("{} failed: {detail}", request.method());

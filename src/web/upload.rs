@@ -21,22 +21,61 @@ pub struct MessageForm {
     pub refused: Option<Refusal>,
 }
 
-/// Notices a body that ends before its declared length (a dropped or cut-off upload).
+/// Notices a body that ends before its declared length (a dropped or cut-off upload), and
+/// never hands the parser a read that ends between a CR and its LF: multipart 0.18 then keeps
+/// the CRLF before the closing boundary as part of the file (upstream issue 139), storing two
+/// bytes that were never sent.
 struct Counted<R> {
     inner: R,
     read: u64,
     declared: u64,
     cut_off: Rc<Cell<bool>>,
+    /// A CR held back from the end of the previous read.
+    held_cr: bool,
 }
 
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl<R: Read> Counted<R> {
+    fn read_inner(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         if n == 0 && !buf.is_empty() && self.read < self.declared {
             self.cut_off.set(true);
         }
         Ok(n)
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut filled = 0;
+        if self.held_cr {
+            buf[0] = b'\r';
+            filled = 1;
+            self.held_cr = false;
+        }
+        if filled < buf.len() {
+            filled += self.read_inner(&mut buf[filled..])?;
+        }
+        // Ends in CR: read on until the next byte is here too, or hold the CR back.
+        while filled > 0 && buf[filled - 1] == b'\r' {
+            if filled < buf.len() {
+                let more = self.read_inner(&mut buf[filled..])?;
+                if more == 0 {
+                    break;
+                }
+                filled += more;
+            } else if filled > 1 {
+                self.held_cr = true;
+                filled -= 1;
+                break;
+            } else {
+                break;
+            }
+        }
+        Ok(filled)
     }
 }
 
@@ -94,6 +133,7 @@ pub fn read_message_form(app: &App, request: &Request) -> AppResult<MessageForm>
         read: 0,
         declared,
         cut_off: Rc::clone(&cut_off),
+        held_cr: false,
     };
     let mut multipart = Multipart::with_body(counted, boundary);
     let mut pairs: Vec<(String, String)> = Vec::new();
@@ -134,7 +174,10 @@ pub fn read_message_form(app: &App, request: &Request) -> AppResult<MessageForm>
                         break;
                     }
                     Ok(Err(refusal)) => refused = Some(refusal),
-                    Err(_) => return Err(incomplete()),
+                    Err(attachments::ReceiveError::Upload) => return Err(incomplete()),
+                    Err(attachments::ReceiveError::Store(e)) => {
+                        return Err(AppError::StorageFailed(format!("writing an upload: {e}")))
+                    }
                 }
             }
             None => {
