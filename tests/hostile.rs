@@ -340,3 +340,115 @@ fn script_payloads_are_shown_escaped_everywhere() {
         );
     }
 }
+
+/// The remaining displayed fields: practice name, staff name and degree, caregiver name and
+/// relationship, a forward's note, and the search box.
+#[test]
+fn script_payloads_in_names_and_notes_are_shown_escaped() {
+    let server = Server::start(Options::demo());
+    let payload = "<script>alert('y')</script>";
+    let escaped = "&lt;script&gt;alert('y')&lt;/script&gt;";
+    let mut admin = server.client();
+    admin
+        .login_staff("admin@demo.test", DEMO_PASSWORD)
+        .assert_status(303);
+    admin
+        .submit(
+            "/practice/admin/settings",
+            "/practice/admin/settings",
+            &[
+                ("name", payload),
+                ("phone", payload),
+                ("messaging_enabled", "on"),
+                ("invite_policy", "everyone"),
+            ],
+        )
+        .assert_status(303);
+    admin
+        .submit(
+            "/practice/admin/users/new",
+            "/practice/admin/users/new",
+            &[
+                ("name", payload),
+                ("email", "new.user@demo.test"),
+                ("degree", "<b>MD</b>"),
+                ("access_level", "4"),
+            ],
+        )
+        .assert_status(303);
+    let mut lee = server.client();
+    lee.login_staff("dr.lee@demo.test", DEMO_PASSWORD)
+        .assert_status(303);
+    lee.submit(
+        "/practice/patients/1/caregivers/new",
+        "/practice/patients/1/caregivers/new",
+        &[
+            ("name", payload),
+            ("relationship", payload),
+            ("email", "care@demo.test"),
+        ],
+    )
+    .assert_status(303);
+    let inbox = lee.get("/practice/messages");
+    let thread = inbox
+        .body
+        .split("href=\"/practice/messages/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap())
+        .find(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .expect("a thread in Dr. Lee's inbox")
+        .to_owned();
+    let to = lee.get(&format!("/practice/messages/{thread}"));
+    let colleague = to
+        .body
+        .split("name=\"to\"")
+        .nth(1)
+        .unwrap()
+        .split("<option value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    lee.submit(
+        &format!("/practice/messages/{thread}"),
+        &format!("/practice/messages/{thread}/forward"),
+        &[("to", &colleague), ("note", payload)],
+    )
+    .assert_status(303);
+    let mut alex = server.client();
+    alex.login_portal("alex@demo.test", DEMO_PASSWORD)
+        .assert_status(303);
+    let search = "/practice/patients?q=%3Cscript%3Ealert('y')%3C%2Fscript%3E".to_owned();
+    let pages = [
+        (0, "/practice/admin/users".to_owned()),
+        (0, "/practice/admin/settings".to_owned()),
+        (0, search),
+        (1, "/practice/patients/1".to_owned()),
+        (1, format!("/practice/messages/{thread}")),
+        (2, "/portal".to_owned()),
+        (2, "/portal/messages/new".to_owned()),
+    ];
+    for (who, page) in pages {
+        let client = match who {
+            0 => &mut admin,
+            1 => &mut lee,
+            _ => &mut alex,
+        };
+        let shown = client.get(&page);
+        shown
+            .assert_status(200)
+            .assert_lacks(payload)
+            .assert_lacks("<b>MD</b>");
+        assert!(
+            shown.body.contains(escaped),
+            "{page} shows the payload, escaped"
+        );
+    }
+    server
+        .client()
+        .get("/")
+        .assert_status(200)
+        .assert_lacks(payload);
+}
