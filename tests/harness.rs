@@ -444,7 +444,7 @@ pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Response {
     parse_response(&raw)
 }
 
-pub fn parse_response(raw: &[u8]) -> Response {
+pub fn parse_raw(raw: &[u8]) -> Raw {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -470,10 +470,48 @@ pub fn parse_response(raw: &[u8]) -> Response {
     if chunked {
         body = dechunk(&body);
     }
-    Response {
+    Raw {
         status,
         headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body,
+    }
+}
+
+/// A response with its text body (pages).
+pub fn parse_response(raw: &[u8]) -> Response {
+    parse_raw(raw).page()
+}
+
+/// A response with its body as bytes (downloads are binary).
+pub struct Raw {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn location(&self) -> &str {
+        self.header("Location").unwrap_or("")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// As a page response (text body), for the page helpers.
+    pub fn page(&self) -> Response {
+        Response {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.text(),
+        }
     }
 }
 
