@@ -245,7 +245,8 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, St
         .take()
         .unwrap()
         .write_all(stdin.as_bytes())
-        .unwrap();
+        // A command that fails before reading its input closes the pipe first: not our error.
+        .ok();
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
