@@ -449,19 +449,10 @@ pub fn staff_reads(
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
     let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
         .ok_or(AppError::NotFound)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    messages::set_unread(&tx, thread.id, staff.id, false)?;
-    audit::record(
-        &tx,
-        &Actor::staff(staff.id, client),
-        "thread.view",
-        Some(thread.patient_id),
-        &format!("thread {}", thread.id),
-        now,
-    )?;
-    let shown = messages::messages(&tx, thread.id, true)?;
-    tx.commit()?;
-    Ok((thread, shown))
+    let actor = Actor::staff(staff.id, client);
+    read_thread(conn, thread, &actor, true, now, |tx, t| {
+        messages::set_unread(tx, t.id, staff.id, false).map(|_| ())
+    })
 }
 
 /// Opens a thread for a portal caller: messages the patient may see, oldest first; it becomes
@@ -475,17 +466,33 @@ pub fn patient_reads(
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
     let thread = messages::thread_for_patient(conn, caller.patient_id, thread_id)?
         .ok_or(AppError::NotFound)?;
+    let actor = Actor::portal(caller.account_id, client);
+    read_thread(conn, thread, &actor, false, now, |tx, t| {
+        messages::mark_read_portal(tx, t.id, caller.account_id)
+    })
+}
+
+/// Marks a thread the caller may open as read for them, audits the read, and returns its
+/// messages (internal notes only for staff), in one transaction.
+fn read_thread(
+    conn: &mut Connection,
+    thread: Thread,
+    actor: &Actor,
+    with_internal: bool,
+    now: i64,
+    mark_read: impl FnOnce(&Connection, &Thread) -> rusqlite::Result<()>,
+) -> Result<(Thread, Vec<ShownMessage>), AppError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    messages::mark_read_portal(&tx, thread.id, caller.account_id)?;
+    mark_read(&tx, &thread)?;
     audit::record(
         &tx,
-        &Actor::portal(caller.account_id, client),
+        actor,
         "thread.view",
         Some(thread.patient_id),
         &format!("thread {}", thread.id),
         now,
     )?;
-    let shown = messages::messages(&tx, thread.id, false)?;
+    let shown = messages::messages(&tx, thread.id, with_internal)?;
     tx.commit()?;
     Ok((thread, shown))
 }

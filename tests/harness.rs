@@ -363,6 +363,18 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
+        self.request_raw(method, path, headers, body).page()
+    }
+
+    /// One request with this client's cookies, the body kept as bytes; keeps the cookies it is
+    /// given.
+    pub fn request_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Raw {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.addr,
@@ -382,8 +394,11 @@ impl Client {
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(body);
-        let response = send_raw(self.addr, &bytes);
-        for value in response.headers_named("Set-Cookie") {
+        let response = send_raw_bytes(self.addr, &bytes);
+        for (name, value) in &response.headers {
+            if !name.eq_ignore_ascii_case("Set-Cookie") {
+                continue;
+            }
             let pair = value.split(';').next().unwrap_or("");
             if let Some((k, v)) = pair.split_once('=') {
                 if v.is_empty() || value.contains("Max-Age=0") {
@@ -435,14 +450,19 @@ fn percent(text: &str) -> String {
 
 /// Sends raw bytes and reads the whole response (the request should ask to close).
 pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Response {
+    send_raw_bytes(addr, bytes).page()
+}
+
+/// Sends raw bytes and reads the whole response, its body as bytes.
+pub fn send_raw_bytes(addr: SocketAddr, bytes: &[u8]) -> Raw {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     stream.write_all(bytes).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
+    parse_raw(&raw)
 }
 
 pub fn parse_raw(raw: &[u8]) -> Raw {

@@ -7,8 +7,6 @@
 
 use crate::harness::*;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,47 +189,7 @@ fn exchange(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Raw {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        client.addr,
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !client.cookies.is_empty() {
-        let cookie: Vec<String> = client
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        head.push_str(&format!("Cookie: {}\r\n", cookie.join("; ")));
-    }
-    head.push_str("\r\n");
-    let mut stream = TcpStream::connect(client.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    stream.write_all(&bytes).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let raw = parse_raw(&raw);
-    for (k, value) in &raw.headers {
-        if !k.eq_ignore_ascii_case("Set-Cookie") {
-            continue;
-        }
-        let pair = value.split(';').next().unwrap_or("");
-        if let Some((k, v)) = pair.split_once('=') {
-            if v.is_empty() || value.contains("Max-Age=0") {
-                client.cookies.remove(k.trim());
-            } else {
-                client.cookies.insert(k.trim().to_owned(), v.to_owned());
-            }
-        }
-    }
-    raw
+    client.request_raw(method, path, headers, body)
 }
 
 const BOUNDARY: &str = "----CarepostOperationsBoundary5e0c2b7a91d4";
