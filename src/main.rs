@@ -1,27 +1,7 @@
 //! Carepost: secure messaging between a small medical practice and its patients.
 //! The command line: serve (the default), demo, admin, check-config.
 
-mod attachments;
-mod audit;
-mod auth;
-mod backup;
-mod clock;
-mod config;
-mod crypto;
-mod dates;
-mod db;
-mod demo;
-mod error;
-mod logger;
-mod mail;
-mod messaging;
-mod outbox;
-mod patients;
-mod portal_access;
-mod reminders;
-mod staff;
-mod web;
-
+use carepost::{attachments, auth, backup, clock, config, db, demo, logger, mail, staff, web};
 use clap::{Parser, Subcommand};
 use clock::Clock;
 use config::Config;
