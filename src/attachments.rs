@@ -29,8 +29,7 @@ pub const ALLOWED: &[(&str, &str)] = &[
     ("mov", "video/quicktime"),
 ];
 
-pub const ALLOWED_TEXT: &str =
-    "xml, txt, gif, jpg, jpeg, png, pdf, m4a, wav, mp3, wma, aiff, mp4 or mov";
+pub const ALLOWED_TEXT: &str = "a document (PDF, TXT or XML), a picture (JPG, PNG or GIF), a sound recording (MP3, M4A, WAV, WMA or AIFF) or a video (MP4 or MOV)";
 
 /// Why a file was refused, in words for the person who sent it.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,9 +46,9 @@ impl Refusal {
         match self {
             Refusal::TooLarge => "The file is larger than 25 MB. Attach a smaller file.".into(),
             Refusal::Empty => "The file is empty. Choose another file.".into(),
-            Refusal::NoName => format!("The file has no name. Give it a name ending in one of the allowed types ({ALLOWED_TEXT}) and choose it again."),
-            Refusal::WrongType => format!("This type of file cannot be sent. Attach a file of type {ALLOWED_TEXT}, 25 MB or less."),
-            Refusal::ContentMismatch => format!("The file's content does not match its name's type, so it cannot be sent. Attach a genuine file of type {ALLOWED_TEXT}."),
+            Refusal::NoName => format!("The file has no name. Choose a file whose name ends in its type: {ALLOWED_TEXT}."),
+            Refusal::WrongType => format!("This type of file cannot be sent. Attach {ALLOWED_TEXT}, 25 MB or less."),
+            Refusal::ContentMismatch => format!("The file's content does not match the type in its name, so it cannot be sent. Attach {ALLOWED_TEXT}."),
         }
     }
 }

@@ -26,7 +26,7 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// A date typed as YYYY-MM-DD, checked to exist.
+/// A date typed as YYYY-MM-DD or, as people in the US write it, MM/DD/YYYY; checked to exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Date {
     pub year: i64,
@@ -36,10 +36,21 @@ pub struct Date {
 
 impl Date {
     pub fn parse(text: &str) -> Option<Date> {
-        let mut parts = text.trim().splitn(3, '-');
-        let year: i64 = parts.next()?.parse().ok()?;
-        let month: u32 = parts.next()?.parse().ok()?;
-        let day: u32 = parts.next()?.parse().ok()?;
+        let text = text.trim();
+        let number = |s: Option<&str>| s.map(str::trim).and_then(|s| s.parse::<u32>().ok());
+        let (year, month, day) = if text.contains('/') {
+            let mut parts = text.splitn(3, '/');
+            let (month, day) = (number(parts.next())?, number(parts.next())?);
+            (number(parts.next())?, month, day)
+        } else {
+            let mut parts = text.splitn(3, '-');
+            (
+                number(parts.next())?,
+                number(parts.next())?,
+                number(parts.next())?,
+            )
+        };
+        let year = i64::from(year);
         if !(1850..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 {
             return None;
         }
@@ -100,6 +111,18 @@ mod tests {
             Some("2024-02-29")
         );
         assert_eq!(Date::parse("2023-02-29"), None);
+        assert_eq!(
+            Date::parse(" 03/14/1984 ")
+                .map(|d| d.to_string())
+                .as_deref(),
+            Some("1984-03-14")
+        );
+        assert_eq!(
+            Date::parse("3/4/1984").map(|d| d.to_string()).as_deref(),
+            Some("1984-03-04")
+        );
+        assert_eq!(Date::parse("14/03/1984"), None);
+        assert_eq!(Date::parse("03/14/84"), None);
         assert_eq!(Date::parse("2023-13-01"), None);
         assert_eq!(Date::parse("not a date"), None);
         assert_eq!(Date::parse("1800-01-01"), None);

@@ -18,6 +18,8 @@ pub enum AppError {
     },
     /// Signed in, but this page is not for them (used only where existence is not secret).
     Forbidden,
+    /// A portal account whose every access was revoked: told so on whatever it opens next.
+    AccessEnded,
     /// The body is larger than the configured limit.
     PayloadTooLarge { limit: u64 },
     /// The server could not write (a full or failing disk); the text goes to the log only.
@@ -45,6 +47,7 @@ impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AppError::NotFound => write!(f, "not found"),
+            AppError::AccessEnded => write!(f, "portal access ended"),
             AppError::BadRequest(m) => write!(f, "bad request: {m}"),
             AppError::CsrfRejected => write!(f, "csrf token missing or invalid"),
             AppError::SignInRequired { .. } => write!(f, "sign-in required"),

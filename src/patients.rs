@@ -26,7 +26,7 @@ pub fn validate<'a>(f: &PatientFields<'a>, today: Date) -> (FieldErrors, String)
     match date {
         None => errors.add(
             "date_of_birth",
-            "Enter the date of birth as year-month-day, for example 1984-03-14.",
+            "Enter the date of birth as month/day/year, for example 03/14/1984.",
         ),
         Some(d) if d > today => errors.add(
             "date_of_birth",

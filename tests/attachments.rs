@@ -16,8 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The allowed formats as every refusal must name them.
-const ALLOWED_TEXT: &str =
-    "xml, txt, gif, jpg, jpeg, png, pdf, m4a, wav, mp3, wma, aiff, mp4 or mov";
+const ALLOWED_TEXT: &str = "a document (PDF, TXT or XML), a picture (JPG, PNG or GIF), a sound recording (MP3, M4A, WAV, WMA or AIFF) or a video (MP4 or MOV)";
 /// 25 MB, as the article counts it.
 const MAX: usize = 26_214_400;
 const CATEGORIES: &[&str] = &["Lab result", "Imaging", "Letter", "Other"];

@@ -132,9 +132,10 @@ fn portal(outcome: Outcome) -> Expect {
     public(SignIn).except(&PORTAL_USERS, outcome)
 }
 
-/// The portal's Messages: enrolled patients and active caregivers; 404 for the revoked.
+/// The portal's Messages: enrolled patients and active caregivers; the revoked are told their
+/// access has ended (403 with the sentence).
 fn portal_messages(outcome: Outcome) -> Expect {
-    portal(outcome).except(&[RevokedPatient], NotFound)
+    portal(outcome).except(&[RevokedPatient], Forbidden)
 }
 
 // ---------------------------------------------------------------------------------------------

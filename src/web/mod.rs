@@ -245,6 +245,7 @@ fn respond_error(app: &App, request: &Request, error: AppError) -> Response {
         AppError::BadRequest(message) => (400, "Request not understood", message.clone()),
         AppError::CsrfRejected => (403, "Form expired", "This form has expired or did not come from Carepost, so nothing was changed. Go back, reload the page and try again.".to_owned()),
         AppError::Forbidden => (403, "Not allowed", "Your account does not give access to this page.".to_owned()),
+        AppError::AccessEnded => (403, "Your portal access has ended", portal::REVOKED_SENTENCE.to_owned()),
         AppError::PayloadTooLarge { limit } => (413, "Too large", format!("What was sent is larger than the {} bytes this form accepts, so nothing was saved.", limit)),
         AppError::SignInRequired { portal, ended } => {
             let login = if *portal { "/portal/login" } else { "/practice/login" };

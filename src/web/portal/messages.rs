@@ -32,11 +32,12 @@ struct Caller {
 fn caller(app: &App, request: &Request) -> AppResult<Caller> {
     let session = session::portal_user(app, request)?;
     let practice = practice::get(&app.pool.get())?.ok_or(AppError::NotFound)?;
-    let acting = session
-        .acting
-        .clone()
-        .filter(|_| practice.messaging_enabled)
-        .ok_or(AppError::NotFound)?;
+    let Some(acting) = session.acting.clone() else {
+        return Err(AppError::AccessEnded);
+    };
+    if !practice.messaging_enabled {
+        return Err(AppError::NotFound);
+    }
     Ok(Caller {
         sender: PortalCaller {
             account_id: session.account.id,
@@ -117,7 +118,8 @@ fn compose_page(app: &App, c: &Caller, form: &Form, errors: &FieldErrors) -> App
                 div.field.has-error[recipient_error.is_some()] {
                     label for="recipient" { "To" }
                     @if let Some(message) = recipient_error { p.field-error id="recipient-error" { (message) } }
-                    select #recipient name="recipient" aria-invalid=[recipient_error.map(|_| "true")] {
+                    select #recipient name="recipient" aria-invalid=[recipient_error.map(|_| "true")]
+                        aria-describedby=[recipient_error.map(|_| "recipient-error")] {
                         option value="" { "Choose who should receive it" }
                         @for s in &recipients {
                             option value=(s.id) selected[chosen == s.id.to_string()] {

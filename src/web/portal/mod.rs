@@ -33,7 +33,7 @@ pub fn home(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     let Some(acting) = &caller.acting else {
         return Ok(html(page(
             &ctx,
-            "No access",
+            "Your portal access has ended",
             html! {
                 h1 { "Your portal access has ended" }
                 p.notice { (REVOKED_SENTENCE) }

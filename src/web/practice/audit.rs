@@ -122,8 +122,8 @@ pub fn report(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
         html! {
             h1 { "Audit report" }
             form.search method="get" action="/practice/admin/audit" {
-                (Field::new("from", "From (YYYY-MM-DD)").kind("date").value(get("from")).render(&no_errors))
-                (Field::new("to", "To (YYYY-MM-DD)").kind("date").value(get("to")).render(&no_errors))
+                (Field::new("from", "From (MM/DD/YYYY)").value(get("from")).render(&no_errors))
+                (Field::new("to", "To (MM/DD/YYYY)").value(get("to")).render(&no_errors))
                 (views::select("staff", "Staff user", &staff_options, get("staff"), &no_errors))
                 (Field::new("patient", "Patient number").value(get("patient")).hint("From the patient page's address.").render(&no_errors))
                 (views::select("action", "Action", &action_options, get("action"), &no_errors))

@@ -348,7 +348,7 @@ fn patient_picker(app: &App, request: &Request, caller: &StaffCaller) -> AppResu
             h1 { "New message to a patient" }
             form.search method="get" action="/practice/messages/new" role="search" {
                 div.field {
-                    label for="q" { "Find the patient by name or date of birth (YYYY-MM-DD)" }
+                    label for="q" { "Find the patient by name or date of birth (MM/DD/YYYY)" }
                     input #q type="search" name="q" value=(query);
                 }
                 button type="submit" { "Find" }

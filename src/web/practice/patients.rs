@@ -61,7 +61,7 @@ pub fn list(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
             h1 { "Patients" }
             form.search method="get" action="/practice/patients" role="search" {
                 div.field {
-                    label for="q" { "Search by name, date of birth (YYYY-MM-DD) or email" }
+                    label for="q" { "Search by name, date of birth (MM/DD/YYYY) or email" }
                     input #q type="search" name="q" value=(query);
                 }
                 button type="submit" { "Search" }
@@ -118,7 +118,7 @@ fn patient_form_page(
                 (csrf_field(&caller.session.csrf_token))
                 (Field::new("first_name", "First name").value(form.get("first_name")).render(errors))
                 (Field::new("last_name", "Last name").value(form.get("last_name")).render(errors))
-                (Field::new("date_of_birth", "Date of birth").kind("date").value(form.get("date_of_birth")).hint("Year-month-day, for example 1984-03-14.").render(errors))
+                (Field::new("date_of_birth", "Date of birth").value(form.get("date_of_birth")).hint("Month/day/year, for example 03/14/1984.").render(errors))
                 (Field::new("email", "Email (optional)").kind("email").value(form.get("email")).hint("Needed to invite the patient to the portal.").render(errors))
                 (Field::new("phone", "Phone (optional)").kind("tel").value(form.get("phone")).render(errors))
                 button type="submit" { "Save" }

@@ -103,7 +103,8 @@ pub fn message_fields(form: &Form, errors: &FieldErrors, with_subject: bool, key
             label for="body" { "Message" }
             p.hint id="body-hint" { "Plain text, up to " (BODY_MAX) " characters." }
             @if let Some(message) = body_error { p.field-error id="body-error" { (message) } }
-            textarea #body name="body" rows="8" aria-describedby="body-hint"
+            textarea #body name="body" rows="8"
+                aria-describedby=(if body_error.is_some() { "body-hint body-error" } else { "body-hint" })
                 aria-invalid=[body_error.map(|_| "true")] { (form.get("body")) }
         }
         (Field::new("link", "Link (optional)").kind("url").value(form.get("link"))
@@ -119,11 +120,12 @@ pub fn file_field(errors: &FieldErrors) -> Markup {
         div.field.has-error[error.is_some()] {
             label for="file" { "Attach a file (optional)" }
             p.hint id="file-hint" {
-                "One file, 25 MB or less, of type " (crate::attachments::ALLOWED_TEXT)
+                "One file of 25 MB or less: " (crate::attachments::ALLOWED_TEXT)
                 ". You can attach a file, add a link, or both."
             }
             @if let Some(message) = error { p.field-error id="file-error" { (message) } }
-            input #file type="file" name="file" aria-describedby="file-hint"
+            input #file type="file" name="file"
+                aria-describedby=(if error.is_some() { "file-hint file-error" } else { "file-hint" })
                 accept=(crate::attachments::ALLOWED.iter().map(|(e, _)| format!(".{e}")).collect::<Vec<_>>().join(","))
                 aria-invalid=[error.map(|_| "true")];
         }

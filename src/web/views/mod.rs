@@ -105,13 +105,21 @@ pub fn checkbox(
     errors: &FieldErrors,
 ) -> Markup {
     let error = errors.get(name);
+    let mut described = Vec::new();
+    if !hint.is_empty() {
+        described.push(format!("{name}-hint"));
+    }
+    if error.is_some() {
+        described.push(format!("{name}-error"));
+    }
     html! {
         div.field.checkbox.has-error[error.is_some()] {
             @if let Some(message) = error {
                 p.field-error id={ (name) "-error" } { (message) }
             }
             input type="checkbox" id=(name) name=(name) value="on" checked[checked]
-                aria-describedby=[(!hint.is_empty()).then(|| format!("{name}-hint"))];
+                aria-invalid=[error.map(|_| "true")]
+                aria-describedby=[(!described.is_empty()).then(|| described.join(" "))];
             label for=(name) { (label) }
             @if !hint.is_empty() {
                 p.hint id={ (name) "-hint" } { (hint) }
@@ -135,7 +143,8 @@ pub fn select(
             @if let Some(message) = error {
                 p.field-error id={ (name) "-error" } { (message) }
             }
-            select id=(name) name=(name) aria-invalid=[error.map(|_| "true")] {
+            select id=(name) name=(name) aria-invalid=[error.map(|_| "true")]
+                aria-describedby=[error.map(|_| format!("{name}-error"))] {
                 @for (value, text) in options {
                     option value=(value) selected[value == selected] { (text) }
                 }
