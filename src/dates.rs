@@ -79,7 +79,40 @@ impl std::fmt::Display for Date {
     }
 }
 
-/// `2026-11-28 14:03:07Z` for logs and pages.
+/// The practice's offset from UTC in seconds, set once at start from `utc_offset_minutes`.
+static LOCAL_OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+pub fn set_local_offset(seconds: i64) {
+    let _ = LOCAL_OFFSET.set(seconds);
+}
+
+/// A moment as people read it, in the practice's time: `Nov 28, 2026, 2:03 PM`.
+pub fn format_local(ts: i64) -> String {
+    format_plain(ts + LOCAL_OFFSET.get().copied().unwrap_or(0))
+}
+
+fn format_plain(ts: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let date = Date::from_timestamp(ts);
+    let secs = ts.rem_euclid(86_400);
+    let (hour, minute) = (secs / 3600, (secs % 3600) / 60);
+    let (hour12, half) = match hour {
+        0 => (12, "AM"),
+        1..=11 => (hour, "AM"),
+        12 => (12, "PM"),
+        _ => (hour - 12, "PM"),
+    };
+    format!(
+        "{} {}, {}, {hour12}:{minute:02} {half}",
+        MONTHS[(date.month - 1) as usize],
+        date.day,
+        date.year
+    )
+}
+
+/// `2026-11-28 14:03:07Z` for logs, the audit report and its export.
 pub fn format_timestamp(ts: i64) -> String {
     let date = Date::from_timestamp(ts);
     let secs = ts.rem_euclid(86_400);
@@ -111,6 +144,9 @@ mod tests {
             Some("2024-02-29")
         );
         assert_eq!(Date::parse("2023-02-29"), None);
+        // 2026-11-28 00:05 and 13:30 UTC.
+        assert_eq!(format_plain(1_795_824_300), "Nov 28, 2026, 12:05 AM");
+        assert_eq!(format_plain(1_795_872_600), "Nov 28, 2026, 1:30 PM");
         assert_eq!(
             Date::parse(" 03/14/1984 ")
                 .map(|d| d.to_string())

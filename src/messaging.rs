@@ -210,7 +210,8 @@ pub fn patient_starts(
     if let Some(thread) = already_sent(conn, key, caller.sender())? {
         return Ok(Sent::Thread(thread));
     }
-    let mut errors = draft.check();
+    // "To" comes first on the form, so its problem comes first in the summary.
+    let mut errors = FieldErrors::default();
     let recipient: Option<Staff> = recipient.trim().parse::<i64>().ok().and_then(|id| {
         accounts::message_recipients(conn)
             .ok()?
@@ -222,6 +223,9 @@ pub fn patient_starts(
             "recipient",
             "Choose who should receive your message from the list.",
         );
+    }
+    for (field, message) in draft.check().iter() {
+        errors.add(field, message);
     }
     let (Some(recipient), true) = (recipient, errors.is_empty()) else {
         return Ok(Sent::Invalid(errors));

@@ -645,12 +645,35 @@ fn charted_in(server: &Server, thread: &str) -> i64 {
 }
 
 /// When a thread last had a message the patient can see, as pages show times.
+/// The thread's last activity as pages show it.
 fn thread_time(server: &Server, thread: &str) -> String {
-    scalar(
+    shown_time(&scalar(
         server,
-        "SELECT strftime('%Y-%m-%d %H:%M:%SZ', last_visible_at, 'unixepoch') FROM thread WHERE id = ?",
+        &format!(
+            "SELECT {} FROM thread WHERE id = ?",
+            SHOWN_TIME_PARTS.replace("at,", "last_visible_at,")
+        ),
         &[thread],
-    )
+    ))
+}
+
+/// SQLite's parts of the unix time `at` for `shown_time`.
+const SHOWN_TIME_PARTS: &str = "strftime('%m %d %Y %H %M', at, 'unixepoch')";
+
+/// "11 28 2026 03 29" as pages show it: "Nov 28, 2026, 3:29 AM" (the test server's practice
+/// time is UTC).
+fn shown_time(parts: &str) -> String {
+    let n: Vec<u32> = parts.split(' ').map(|p| p.parse().unwrap()).collect();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][n[0] as usize - 1];
+    let (hour, half) = match n[3] {
+        0 => (12, "AM"),
+        h @ 1..=11 => (h, "AM"),
+        12 => (12, "PM"),
+        h => (h - 12, "PM"),
+    };
+    format!("{month} {}, {}, {hour}:{:02} {half}", n[1], n[2], n[4])
 }
 
 #[derive(Debug, PartialEq)]
@@ -787,11 +810,14 @@ fn messages_section_needs_messaging_enabled_and_an_active_record() {
         .assert_status(200)
         .assert_contains(BLOOD_PRESSURE);
 
-    // A patient whose access the practice revoked has no Messages section.
+    // A patient whose access the practice revoked has no Messages section, and is told why.
     let mut morgan = portal(&server, "morgan@demo.test");
     assert!(!portal_nav(&morgan.get("/portal")).contains("/portal/messages"));
     for path in ["/portal/messages", "/portal/messages/new"] {
-        assert_not_found(&morgan.get(path), path);
+        morgan
+            .get(path)
+            .assert_status(403)
+            .assert_contains("Ask your doctor to provide access to your health records.");
     }
     let forged = portal_post(
         &mut morgan,
@@ -803,7 +829,7 @@ fn messages_section_needs_messaging_enabled_and_an_active_record() {
             ("body", "Should never arrive"),
         ],
     );
-    assert_not_found(&forged, "POST by a revoked patient");
+    assert_eq!(forged.status, 403, "POST by a revoked patient");
     assert_eq!(stored(&server), before);
 }
 
@@ -1209,11 +1235,14 @@ fn mailbox_and_inbox_list_newest_first_by_page_and_reading_is_per_account() {
     );
     let times: Vec<String> = query(
         &server,
-        "SELECT strftime('%Y-%m-%d %H:%M:%SZ', created_at, 'unixepoch') FROM message WHERE thread_id = ? ORDER BY id",
+        &format!(
+            "SELECT {} FROM message WHERE thread_id = ? ORDER BY id",
+            SHOWN_TIME_PARTS.replace("at,", "created_at,")
+        ),
         &[&blood],
     )
     .into_iter()
-    .map(|r| r[0].clone())
+    .map(|r| shown_time(&r[0]))
     .collect();
     assert_eq!(
         messages.iter().map(|m| m.time.clone()).collect::<Vec<_>>(),

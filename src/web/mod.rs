@@ -45,6 +45,7 @@ pub fn serve(
     prepare: impl FnOnce(&App) -> Result<(), String>,
 ) -> Result<(), String> {
     let workers = usize::try_from(config.workers).unwrap_or(8);
+    crate::dates::set_local_offset(config.utc_offset().unwrap_or(0));
     let pool = Pool::new(&data, workers)?;
     let listen = config.listen.clone();
     let idle = Duration::from_secs(config.idle_connection_seconds);

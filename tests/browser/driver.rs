@@ -19,6 +19,25 @@ pub const PHONE: (u32, u32) = (390, 844);
 pub const DESKTOP: (u32, u32) = (1366, 768);
 pub const NARROWEST: u32 = 320;
 
+/// Words of the system, not of patients, that no portal page may show.
+const JARGON: &[&str] = &[
+    "thread",
+    "session",
+    "csrf",
+    "token",
+    "null",
+    "undefined",
+    "error code",
+    "http ",
+    "sql",
+    "user id",
+    "patient id",
+    "record id",
+    "idempotency",
+    "payload",
+    "invalid input",
+];
+
 /// Where Debian's packages put the browser and its driver.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -137,10 +156,10 @@ impl Browser {
 
     /// Opens a path (or a full URL) as if typed into the address bar.
     pub fn visit(&mut self, path: &str) {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
+        let url = if path.starts_with('/') {
             format!("{}{path}", self.base)
+        } else {
+            path.to_string()
         };
         self.block(self.client.goto(&url)).unwrap();
         self.arrived();
@@ -468,7 +487,35 @@ impl Browser {
             "the title \"{title}\" of {} does not say where the user is",
             self.path()
         );
+        // Every page works without JavaScript: Carepost serves none (and its CSP allows none).
+        let scripts = self.eval("return document.scripts.length;");
+        assert_eq!(scripts, 0, "{} carries a script", self.path());
         self.axe_check();
+        if self.path().starts_with("/portal") {
+            self.assert_plain_language();
+        }
+    }
+
+    /// Portal pages speak to patients: no record numbers and none of the system's own words.
+    #[track_caller]
+    fn assert_plain_language(&self) {
+        let text = self.text();
+        let lower = text.to_lowercase();
+        for word in JARGON {
+            assert!(
+                !lower.contains(word),
+                "the portal page {} uses the jargon \"{word}\":\n{text}",
+                self.path()
+            );
+        }
+        let numbered = text.split(|c: char| c.is_whitespace()).find(|w| {
+            w.len() > 1 && w.starts_with('#') && w[1..].chars().all(|c| c.is_ascii_digit())
+        });
+        assert!(
+            numbered.is_none(),
+            "the portal page {} shows an internal number {numbered:?}",
+            self.path()
+        );
     }
 
     /// Injects axe-core and fails on serious or critical violations.

@@ -25,6 +25,7 @@ pub const ALL: &[crate::Journey] = &[
     ),
     ("keyboard_only", keyboard_only),
     ("errors_are_announced", errors_are_announced),
+    ("the_checks_can_fail", the_checks_can_fail),
 ];
 
 const NEW_PASSWORD: &str = "Correct-horse-9";
@@ -289,7 +290,7 @@ fn message_with_attachment_and_reply() {
     b.screenshots("practice-thread");
     b.choose("File to chart as", "Other");
     b.press_in_form_of("File to chart as", "Add to chart");
-    b.assert_text("chart");
+    b.assert_text("filed in the chart");
     b.fill(
         "Message",
         "Please rest it and use ice tonight. We can see you tomorrow at 9.",
@@ -534,8 +535,45 @@ fn errors_are_announced() {
             field["id"]
         );
     }
-    assert_eq!(report["fields"].as_array().unwrap().len(), 2, "{report}");
+    let in_page_order: Vec<String> = report["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("#{}", f["id"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        links, in_page_order,
+        "the summary lists problems in the form's order"
+    );
     assert_eq!(b.value_of("Subject"), "Question");
     b.screenshots("compose-errors");
+    b.close();
+}
+
+/// The checks every page gets are real: a page with an unlabelled field, an image without
+/// text and pale text fails axe; a page wider than the phone fails the overflow check.
+fn the_checks_can_fail() {
+    let (server, _sink) = server_with_sink(false);
+    let mut b = Browser::open("checks", &server.base);
+    let bad = "data:text/html;charset=utf-8,<html lang=en><title>Bad page – test</title><main>\
+               <img src=x.png><input type=text>\
+               <p style='color:%23ccc;background:%23fff'>pale text</p></main>";
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.visit(bad)));
+    let message = caught.expect_err("axe fails the bad page");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    for rule in ["image-alt", "label", "color-contrast"] {
+        assert!(message.contains(rule), "axe reports {rule}: {message}");
+    }
+    let wide = "data:text/html;charset=utf-8,<html lang=en><meta name=viewport content='width=device-width'><title>Wide – test</title><main>\
+                <div style='width:900px'>wide</div></main>";
+    b.visit(wide);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.screenshots("wide")));
+    assert!(
+        caught.is_err(),
+        "a page wider than a phone fails the overflow check"
+    );
     b.close();
 }

@@ -1,7 +1,7 @@
 //! The portal's Messages section: only when the practice has enabled messaging and the account
 //! acts for an enrolled patient or as an active caregiver; otherwise every address is 404.
 
-use crate::dates::format_timestamp;
+use crate::dates::format_local;
 use crate::db::accounts;
 use crate::db::messages as store;
 use crate::db::practice::{self, Practice};
@@ -85,9 +85,9 @@ pub fn mailbox(app: &App, request: &Request, _: &Params) -> AppResult<Response> 
                                     a href={ "/portal/messages/" (row.thread.id) } { (row.thread.subject) }
                                     @if row.unread { " " span.count { "New" } }
                                 }
-                                td { (row.with_staff) }
-                                td { (format_timestamp(row.thread.last_visible_at)) }
-                                td { (row.thread.visible_count) }
+                                td data-label="With" { (row.with_staff) }
+                                td data-label="Last message" { (format_local(row.thread.last_visible_at)) }
+                                td data-label="Messages" { (row.thread.visible_count) }
                             }
                         }
                     }

@@ -404,7 +404,7 @@ pub fn outbox(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
                 tbody {
                     @for row in &rows {
                         tr {
-                            td { (crate::dates::format_timestamp(row.created_at)) }
+                            td { (crate::dates::format_local(row.created_at)) }
                             td { (row.kind.replace('_', " ")) }
                             td { (row.recipient) }
                             td {

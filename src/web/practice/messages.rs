@@ -2,7 +2,7 @@
 //! the chart, and new messages to enrolled patients.
 
 use super::patients::status_badge;
-use crate::dates::format_timestamp;
+use crate::dates::format_local;
 use crate::db::accounts;
 use crate::db::messages::{self as store, StaffBox};
 use crate::db::patients;
@@ -78,8 +78,8 @@ pub fn inbox(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
                                     a href={ "/practice/messages/" (row.thread.id) } { (row.thread.subject) }
                                     @if row.unread { " " span.count { "Unread" } }
                                 }
-                                td { (format_timestamp(row.last_activity_at)) }
-                                td { (row.thread.visible_count) }
+                                td data-label="Last activity" { (format_local(row.last_activity_at)) }
+                                td data-label="Messages" { (row.thread.visible_count) }
                             }
                         }
                     }

@@ -1,7 +1,7 @@
 //! Patients in the practice view: search, records, portal invitations, caregivers, revocation.
 
 use crate::audit::{self, Actor};
-use crate::dates::format_timestamp;
+use crate::dates::format_local;
 use crate::db::accounts::{self, CaregiverAccess};
 use crate::db::messages;
 use crate::db::patients::{self, Invitation, Patient, PatientFields, PortalStatus};
@@ -317,8 +317,8 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
                                 @for t in &threads {
                                     tr {
                                         td { a href={ "/practice/messages/" (t.id) } { (t.subject) } }
-                                        td { (format_timestamp(t.last_visible_at)) }
-                                        td { (t.visible_count) }
+                                        td data-label="Last message" { (format_local(t.last_visible_at)) }
+                                        td data-label="Messages" { (t.visible_count) }
                                     }
                                 }
                             }
@@ -337,7 +337,7 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
                                     tr {
                                         td { @if let Some(t) = d.thread_id { a href={ "/practice/messages/" (t) } { (d.title) } } @else { (d.title) } }
                                         td { (d.category) }
-                                        td { (format_timestamp(d.filed_at)) }
+                                        td { (format_local(d.filed_at)) }
                                         td { (d.filed_by) }
                                     }
                                 }

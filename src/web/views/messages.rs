@@ -1,7 +1,7 @@
 //! Pieces of the Messages pages shared by the portal and the practice view.
 
 use super::{error_summary, Field, FieldErrors};
-use crate::dates::format_timestamp;
+use crate::dates::format_local;
 use crate::db::messages::ShownMessage;
 use crate::messaging::{BODY_MAX, DISCLAIMER, SUBJECT_MAX};
 use crate::web::form::Form;
@@ -55,7 +55,7 @@ pub fn conversation(messages: &[ShownMessage], patient_name: &str, files: &FileL
                 li.message.from-practice[m.from_practice].internal[m.internal] id={ "message-" (m.id) } {
                     header {
                         strong { (sender_line(m, patient_name)) }
-                        time { (format_timestamp(m.created_at)) }
+                        time { (format_local(m.created_at)) }
                     }
                     @if m.internal { p.hint { "Internal note – the patient does not see this." } }
                     @if for_staff && m.charted { p.hint { "Filed in the chart." } }
@@ -101,7 +101,7 @@ pub fn message_fields(form: &Form, errors: &FieldErrors, with_subject: bool, key
         }
         div.field.has-error[body_error.is_some()] {
             label for="body" { "Message" }
-            p.hint id="body-hint" { "Plain text, up to " (BODY_MAX) " characters." }
+            p.hint id="body-hint" { "Plain text, up to " (thousands(BODY_MAX)) " characters." }
             @if let Some(message) = body_error { p.field-error id="body-error" { (message) } }
             textarea #body name="body" rows="8"
                 aria-describedby=(if body_error.is_some() { "body-hint body-error" } else { "body-hint" })
@@ -110,6 +110,19 @@ pub fn message_fields(form: &Form, errors: &FieldErrors, with_subject: bool, key
         (Field::new("link", "Link (optional)").kind("url").value(form.get("link"))
             .hint("A web address starting with http:// or https://, shown in full to the reader.").render(errors))
     }
+}
+
+/// 20000 as "20,000".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The one optional file, shown last in a message form so that every other field arrives
