@@ -26,6 +26,7 @@ pub const ALL: &[crate::Journey] = &[
     ("keyboard_only", keyboard_only),
     ("errors_are_announced", errors_are_announced),
     ("the_checks_can_fail", the_checks_can_fail),
+    ("every_page_passes_the_checks", every_page_passes_the_checks),
 ];
 
 const NEW_PASSWORD: &str = "Correct-horse-9";
@@ -486,6 +487,29 @@ fn keyboard_only() {
     b.tab_to("Archive");
     assert!(b.focus_is_visible(), "focus is visible on an action button");
     b.enter();
+    b.tab_to("Sign out");
+    b.enter();
+
+    // A patient writes a new message, choosing the recipient with the arrow keys.
+    b.visit("/portal/login");
+    b.tab_to("Email address");
+    b.type_text("alex@demo.test");
+    b.tab_to("Password");
+    b.type_text(DEMO_PASSWORD);
+    b.enter();
+    b.tab_to("Write to the practice");
+    b.enter();
+    b.tab_to("To");
+    assert!(b.focus_is_visible(), "focus is visible on a select");
+    b.key("\u{e015}\u{e015}"); // Arrow down twice: the second practitioner.
+    b.tab_to("Subject");
+    b.type_text("Typed without a mouse");
+    b.tab_to("Message");
+    b.type_text("Every step of this message was made with the keyboard.");
+    b.tab_to("Send");
+    b.enter();
+    b.assert_text("Every step of this message was made with the keyboard.");
+    b.assert_text("Jamie Kim");
     b.close();
 }
 
@@ -576,4 +600,160 @@ fn the_checks_can_fail() {
         "a page wider than a phone fails the overflow check"
     );
     b.close();
+}
+
+/// GET routes that are not pages, or whose page another journey opens.
+const NOT_IN_TOUR: &[(&str, &str)] = &[
+    ("/healthz", "plain text for monitoring"),
+    ("/assets/{file}", "the style sheet"),
+    ("/practice/messages/{id}/files/{file}", "a download"),
+    ("/portal/messages/{id}/files/{file}", "a download"),
+    ("/practice/admin/audit.csv", "a CSV export"),
+    ("/setup/{token}", "first_run_setup"),
+    ("/practice/reset/{token}", "first_run_setup"),
+];
+
+/// Every page of both views, opened as the people who use it: axe-core, the title, the
+/// no-script and plain-language checks on each, and no sideways overflow at 320 px, phone or
+/// desktop width. The tour must cover every GET route in `src/web/routes.rs` that is a page.
+fn every_page_passes_the_checks() {
+    let (server, sink) = server_with_sink(true);
+    let mut b = Browser::open("tour", &server.base);
+    let mut seen: Vec<&str> = Vec::new();
+    let mut page = |b: &mut Browser, route: &'static str, path: Option<&str>, name: &str| {
+        if let Some(path) = path {
+            b.visit(path);
+        }
+        b.screenshots(name);
+        seen.push(route);
+    };
+
+    // Signed out.
+    page(&mut b, "/", Some("/"), "start");
+    page(
+        &mut b,
+        "/practice/login",
+        Some("/practice/login"),
+        "practice-sign-in",
+    );
+    page(
+        &mut b,
+        "/practice/forgot",
+        Some("/practice/forgot"),
+        "practice-forgot",
+    );
+    page(
+        &mut b,
+        "/portal/login",
+        Some("/portal/login"),
+        "portal-sign-in",
+    );
+    page(
+        &mut b,
+        "/portal/forgot",
+        Some("/portal/forgot"),
+        "portal-forgot",
+    );
+    let out = server.stdout();
+    let sam = out
+        .split_whitespace()
+        .find(|w| w.contains("/portal/register/"))
+        .expect("the demo prints Sam's link");
+    page(&mut b, "/portal/register/{token}", Some(sam), "register");
+    b.visit("/portal/forgot");
+    b.fill("Email address", "alex@demo.test");
+    b.press("Email me a link");
+    let link = link_in(
+        &emails_to(&sink, "alex@demo.test", 2).pop().unwrap(),
+        "/portal/reset/",
+    );
+    page(&mut b, "/portal/reset/{token}", Some(&link), "portal-reset");
+    b.visit("/no/such/page");
+    b.assert_text("Page not found");
+
+    // The practice, as an administrator.
+    sign_in_practice(&mut b, "admin@demo.test", DEMO_PASSWORD);
+    for (route, name) in [
+        ("/practice", "practice-home"),
+        ("/practice/account", "practice-account"),
+        ("/practice/patients", "patients"),
+        ("/practice/patients/new", "patient-new"),
+        ("/practice/messages", "inbox"),
+        ("/practice/messages/new", "practice-new-message"),
+        ("/practice/admin/users", "users"),
+        ("/practice/admin/users/new", "user-new"),
+        ("/practice/admin/settings", "settings"),
+        ("/practice/admin/audit", "audit"),
+        ("/practice/admin/outbox", "outbox"),
+    ] {
+        page(&mut b, route, Some(route), name);
+    }
+    b.visit("/practice/messages?box=archived");
+    b.visit("/practice/messages?box=sent");
+    b.click_link("Users");
+    b.click_link("Jamie Kim");
+    page(&mut b, "/practice/admin/users/{id}", None, "user");
+    b.click_link("Patients");
+    b.click_link("Patel, Sam");
+    page(&mut b, "/practice/patients/{id}", None, "patient");
+    let sam_page = b.path();
+    page(
+        &mut b,
+        "/practice/patients/{id}/edit",
+        Some(&format!("{sam_page}/edit")),
+        "patient-edit",
+    );
+    page(
+        &mut b,
+        "/practice/patients/{id}/invite",
+        Some(&format!("{sam_page}/invite")),
+        "invite",
+    );
+    page(
+        &mut b,
+        "/practice/patients/{id}/caregivers/new",
+        Some(&format!("{sam_page}/caregivers/new")),
+        "caregiver-invite",
+    );
+    sign_out(&mut b);
+
+    // The practice thread, as the physician it was written to.
+    sign_in_practice(&mut b, "dr.lee@demo.test", DEMO_PASSWORD);
+    b.click_link_containing("Messages");
+    b.click_link("School sports form");
+    page(&mut b, "/practice/messages/{id}", None, "practice-thread");
+    sign_out(&mut b);
+
+    // The portal, as a parent holding two children's records.
+    sign_in_portal(&mut b, "jordan@demo.test", DEMO_PASSWORD);
+    page(&mut b, "/portal", None, "portal-home");
+    for (route, name) in [
+        ("/portal/messages", "portal-messages"),
+        ("/portal/messages/new", "portal-new-message"),
+        ("/portal/account", "portal-account"),
+    ] {
+        page(&mut b, route, Some(route), name);
+    }
+    b.choose("Viewing", "Riley");
+    b.press("Switch");
+    b.assert_text("Riley Morgan");
+    b.click_link("Messages");
+    b.click_link("School sports form");
+    page(&mut b, "/portal/messages/{id}", None, "portal-thread");
+    b.close();
+
+    let routes = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web/routes.rs"),
+    )
+    .unwrap();
+    let missing: Vec<&str> = routes
+        .split("route(\"GET\", \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|r| !seen.contains(r) && !NOT_IN_TOUR.iter().any(|(n, _)| n == r))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "pages the tour does not open: {missing:?}"
+    );
 }

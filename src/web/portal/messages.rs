@@ -190,6 +190,11 @@ fn thread_page(
         &client(request),
         app.clock.now(),
     )?;
+    // The practice member the conversation is with, as the mailbox names them.
+    let with = crate::db::messages::staff_on_thread(&app.pool.get(), thread.id)?
+        .into_iter()
+        .next()
+        .map(|(_, name)| name);
     let ctx = Context::portal(app, &c.session);
     Ok(html(page(
         &ctx,
@@ -197,6 +202,7 @@ fn thread_page(
         html! {
             p { a href="/portal/messages" { "← All messages" } }
             h1 { (thread.subject) }
+            @if let Some(name) = with { p { "With " strong { (name) } " at " (c.practice.name) } }
             (disclaimer())
             (conversation(&shown, &c.patient_name, &FileLinks { base: format!("/portal/messages/{}/files", thread.id), staff_csrf: None }))
             h2 #latest { "Reply" }

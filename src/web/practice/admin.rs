@@ -404,18 +404,18 @@ pub fn outbox(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
                 tbody {
                     @for row in &rows {
                         tr {
-                            td { (crate::dates::format_local(row.created_at)) }
-                            td { (row.kind.replace('_', " ")) }
-                            td { (row.recipient) }
-                            td {
+                            td data-label="Queued" { (crate::dates::format_local(row.created_at)) }
+                            td data-label="Kind" { (row.kind.replace('_', " ")) }
+                            td data-label="To" { (row.recipient) }
+                            td data-label="State" {
                                 @if row.state == "queued" && no_server { "Not sent: no mail server configured" }
                                 @else { (row.state) }
                                 @if row.state == "failed" {
                                     " " (action_button(&format!("/practice/admin/outbox/{}/retry", row.id), &caller.session.csrf_token, "Retry", "secondary small"))
                                 }
                             }
-                            td { (row.attempts) }
-                            td { @if !row.last_error.is_empty() { (row.last_error) } @else { (row.server_reply) } }
+                            td data-label="Attempts" { (row.attempts) }
+                            td data-label="Last answer" { @if !row.last_error.is_empty() { (row.last_error) } @else { (row.server_reply) } }
                         }
                     }
                 }
