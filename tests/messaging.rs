@@ -470,9 +470,12 @@ fn rows(page: &Response) -> Vec<Row> {
                 subject: unescape(after.split("</a>").next().unwrap()),
                 unread: tag.contains("class=\"unread\""),
                 cells: rest
-                    .split("<td>")
+                    .split("<td")
                     .skip(1)
-                    .map(|td| strip_tags(td.split("</td>").next().unwrap()))
+                    .map(|td| {
+                        let inner = td.split_once('>').map_or("", |(_, inner)| inner);
+                        strip_tags(inner.split("</td>").next().unwrap())
+                    })
                     .collect(),
             }
         })

@@ -9,7 +9,6 @@ use fantoccini::elements::Element;
 use fantoccini::{ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,8 +81,6 @@ pub struct Browser {
     pub base: String,
     /// The journey's name: the prefix of its screenshots.
     journey: String,
-    /// Every distinct page (path without query) checked with axe, for the summary.
-    pub checked: BTreeSet<String>,
     axe: String,
 }
 
@@ -140,7 +137,6 @@ impl Browser {
             profile,
             base: base.trim_end_matches('/').to_string(),
             journey: journey.to_string(),
-            checked: BTreeSet::new(),
             axe,
         };
         browser.resize(DESKTOP);
@@ -462,6 +458,16 @@ impl Browser {
 
     #[track_caller]
     fn assert_fits(&self, label: &str) {
+        let overflow = self.overflow();
+        assert!(
+            overflow.is_empty(),
+            "{} overflows sideways at {label}: {overflow}",
+            self.path()
+        );
+    }
+
+    /// What sticks out sideways at the current width ("" when nothing does).
+    pub fn overflow(&self) -> String {
         let overflow = self.eval(
             "const d = document.documentElement;
              const wide = [...document.querySelectorAll('body *')]
@@ -470,58 +476,65 @@ impl Browser {
                                 + (e.innerText || '').slice(0, 40));
              return d.scrollWidth > d.clientWidth ? wide.join(' | ') || 'page' : '';",
         );
-        let overflow = overflow.as_str().unwrap_or_default();
+        overflow.as_str().unwrap_or_default().to_string()
+    }
+
+    /// After every navigation, the page must have no problem.
+    #[track_caller]
+    fn arrived(&mut self) {
+        let problems = self.page_problems();
         assert!(
-            overflow.is_empty(),
-            "{} overflows sideways at {label}: {overflow}",
-            self.path()
+            problems.is_empty(),
+            "problems on {}:\n  {}",
+            self.path(),
+            problems.join("\n  ")
         );
     }
 
-    /// After every navigation: axe-core finds no serious or critical violation, and the page
-    /// has a title of its own.
-    fn arrived(&mut self) {
+    /// Opens a URL without checking the page (for the checks' own test).
+    pub fn visit_unchecked(&mut self, url: &str) {
+        self.block(self.client.goto(url)).unwrap();
+    }
+
+    /// What is wrong with the current page: a title that does not say where the user is, any
+    /// script, any serious or critical axe-core violation, and on portal pages jargon or
+    /// internal numbers.
+    pub fn page_problems(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
         let title = self.title();
-        assert!(
-            title.contains(" – ") || title.contains(" - ") || title.contains(" · "),
-            "the title \"{title}\" of {} does not say where the user is",
-            self.path()
-        );
-        // Every page works without JavaScript: Carepost serves none (and its CSP allows none).
-        let scripts = self.eval("return document.scripts.length;");
-        assert_eq!(scripts, 0, "{} carries a script", self.path());
-        self.axe_check();
-        if self.path().starts_with("/portal") {
-            self.assert_plain_language();
+        if !(title.contains(" – ") || title.contains(" - ") || title.contains(" · ")) {
+            problems.push(format!("title: \"{title}\" does not say where the user is"));
         }
+        // Every page works without JavaScript: Carepost serves none (and its CSP allows none).
+        if self.eval("return document.scripts.length;") != 0 {
+            problems.push("script: the page carries a script".into());
+        }
+        problems.extend(self.axe_violations());
+        if self.path().starts_with("/portal") {
+            problems.extend(self.jargon());
+        }
+        problems
     }
 
     /// Portal pages speak to patients: no record numbers and none of the system's own words.
-    #[track_caller]
-    fn assert_plain_language(&self) {
+    fn jargon(&self) -> Vec<String> {
         let text = self.text();
         let lower = text.to_lowercase();
-        for word in JARGON {
-            assert!(
-                !lower.contains(word),
-                "the portal page {} uses the jargon \"{word}\":\n{text}",
-                self.path()
-            );
-        }
-        let numbered = text.split(|c: char| c.is_whitespace()).find(|w| {
+        let mut found: Vec<String> = JARGON
+            .iter()
+            .filter(|word| lower.contains(*word))
+            .map(|word| format!("jargon: \"{word}\""))
+            .collect();
+        if let Some(number) = text.split_whitespace().find(|w| {
             w.len() > 1 && w.starts_with('#') && w[1..].chars().all(|c| c.is_ascii_digit())
-        });
-        assert!(
-            numbered.is_none(),
-            "the portal page {} shows an internal number {numbered:?}",
-            self.path()
-        );
+        }) {
+            found.push(format!("jargon: an internal number {number}"));
+        }
+        found
     }
 
-    /// Injects axe-core and fails on serious or critical violations.
-    pub fn axe_check(&mut self) {
-        let path = self.path();
-        let page = path.split('?').next().unwrap_or_default().to_string();
+    /// axe-core's serious and critical violations on the current page, one line each.
+    pub fn axe_violations(&mut self) -> Vec<String> {
         let script = format!(
             "{}\nconst done = arguments[arguments.length - 1];
              axe.run(document, {{resultTypes: ['violations']}}).then(r => done(
@@ -536,13 +549,7 @@ impl Browser {
         let result = self
             .block(self.client.execute_async(&script, vec![]))
             .unwrap();
-        let violations: Vec<String> = serde_json::from_value(result).unwrap();
-        assert!(
-            violations.is_empty(),
-            "accessibility violations on {path}:\n  {}",
-            violations.join("\n  ")
-        );
-        self.checked.insert(page);
+        serde_json::from_value(result).unwrap()
     }
 
     /// Ends the browser session; dropping the browser then stops chromedriver.

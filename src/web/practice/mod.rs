@@ -38,11 +38,28 @@ pub fn home(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     let caller = session::staff(app, request)?;
     let ctx = Context::practice(app, &caller);
     let staff = &caller.staff;
+    let unread = match &ctx.view {
+        crate::web::views::layout::View::Practice { unread, .. } => *unread,
+        _ => 0,
+    };
     Ok(html(page(
         &ctx,
         "Practice home",
         html! {
             h1 { "Welcome, " (staff.name) }
+            // The day starts here: what waits, and the two ways in.
+            p.lead {
+                @match unread {
+                    0 => { "Nothing unread in your inbox." }
+                    1 => { strong { "1 conversation" } " in your inbox has unread messages." }
+                    n => { strong { (n) " conversations" } " in your inbox have unread messages." }
+                }
+            }
+            p {
+                a.button href="/practice/messages" { "Open the inbox" } " "
+                a.button.secondary href="/practice/patients" { "Find a patient" }
+            }
+            h2 { "Your account" }
             dl.facts {
                 dt { "Access" } dd { (access_level_label(staff.access_level)) }
                 @if !staff.degree.is_empty() { dt { "Degree or title" } dd { (staff.degree) } }
