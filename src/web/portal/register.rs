@@ -46,7 +46,7 @@ fn render(
             form.stacked method="post" action=(action) novalidate {
                 (csrf_field(csrf_token))
                 (Field::new("date_of_birth", if caregiver_for.is_some() { "Their date of birth" } else { "Your date of birth" })
-                    .value(form.get("date_of_birth")).autocomplete("off").hint("Month/day/year, for example 03/14/1984.").render(errors))
+                    .value(form.get("date_of_birth")).autocomplete("off").hint("Month/day/year, for example 03/14/1984 (1984-03-14 works too).").render(errors))
                 (Field::new("pin", "PIN").value(form.get("pin")).autocomplete("one-time-code").hint("6 digits, given to you by the practice.").render(errors))
                 fieldset {
                     legend { "Your portal account" }

@@ -118,7 +118,7 @@ fn patient_form_page(
                 (csrf_field(&caller.session.csrf_token))
                 (Field::new("first_name", "First name").value(form.get("first_name")).render(errors))
                 (Field::new("last_name", "Last name").value(form.get("last_name")).render(errors))
-                (Field::new("date_of_birth", "Date of birth").value(form.get("date_of_birth")).hint("Month/day/year, for example 03/14/1984.").render(errors))
+                (Field::new("date_of_birth", "Date of birth").value(form.get("date_of_birth")).hint("Month/day/year, for example 03/14/1984 (1984-03-14 works too).").render(errors))
                 (Field::new("email", "Email (optional)").kind("email").value(form.get("email")).hint("Needed to invite the patient to the portal.").render(errors))
                 (Field::new("phone", "Phone (optional)").kind("tel").value(form.get("phone")).render(errors))
                 button type="submit" { "Save" }
