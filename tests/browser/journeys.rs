@@ -68,6 +68,24 @@ fn sign_in_practice(b: &mut Browser, email: &str, password: &str) {
     b.assert_no_text("did not match");
 }
 
+/// Finds a patient by `search` on the Patients page and opens the row `listed`.
+fn open_patient(b: &mut Browser, search: &str, listed: &str) {
+    b.click_link("Patients");
+    b.fill("Search", search);
+    b.press("Search");
+    b.click_link(listed);
+}
+
+/// Fills the registration form (opened from the emailed link) for a new account.
+fn register(b: &mut Browser, date_label: &str, date: &str, pin: &str, email: &str) {
+    b.fill(date_label, date);
+    b.fill("PIN", pin);
+    b.fill("Email address", email);
+    b.fill("Password", NEW_PASSWORD);
+    b.fill("Password again", NEW_PASSWORD);
+    b.press("Register");
+}
+
 fn sign_out(b: &mut Browser) {
     b.press("Sign out");
 }
@@ -208,10 +226,7 @@ fn invite_and_register() {
     let (server, sink) = server_with_sink(true);
     let mut b = Browser::open("invite", &server.base);
     sign_in_practice(&mut b, "rn.cho@demo.test", DEMO_PASSWORD);
-    b.click_link("Patients");
-    b.fill("Search", "Nguyen");
-    b.press("Search");
-    b.click_link("Nguyen, Taylor");
+    open_patient(&mut b, "Nguyen", "Nguyen, Taylor");
     b.assert_text("Not invited");
     b.click_link_containing("Invite");
     b.screenshots("invite-form");
@@ -230,12 +245,14 @@ fn invite_and_register() {
 
     b.visit(&link);
     b.screenshots("register");
-    b.fill("Your date of birth", "1958-11-30");
-    b.fill("PIN", &pin);
-    b.fill("Email address", "taylor@demo.test");
-    b.fill("Password", NEW_PASSWORD);
-    b.fill("Password again", NEW_PASSWORD);
-    b.press("Register");
+    // Typed as the hint shows it: month/day/year.
+    register(
+        &mut b,
+        "Your date of birth",
+        "11/30/1958",
+        &pin,
+        "taylor@demo.test",
+    );
     b.assert_text("Taylor");
     b.screenshots("portal-home");
     sign_out(&mut b);
@@ -357,10 +374,7 @@ fn caregiver_registers_and_writes() {
     let (server, sink) = server_with_sink(true);
     let mut b = Browser::open("caregiver", &server.base);
     sign_in_practice(&mut b, "rn.cho@demo.test", DEMO_PASSWORD);
-    b.click_link("Patients");
-    b.fill("Search", "Nguyen");
-    b.press("Search");
-    b.click_link("Nguyen, Taylor");
+    open_patient(&mut b, "Nguyen", "Nguyen, Taylor");
     b.click_link("Invite a caregiver");
     b.fill("Caregiver's name", "Lee Nguyen");
     b.fill("Relationship to the patient", "Son");
@@ -374,12 +388,13 @@ fn caregiver_registers_and_writes() {
         "/portal/register/",
     );
     b.visit(&link);
-    b.fill("Their date of birth", "1958-11-30");
-    b.fill("PIN", &pin);
-    b.fill("Email address", "lee.nguyen@demo.test");
-    b.fill("Password", NEW_PASSWORD);
-    b.fill("Password again", NEW_PASSWORD);
-    b.press("Register");
+    register(
+        &mut b,
+        "Their date of birth",
+        "1958-11-30",
+        &pin,
+        "lee.nguyen@demo.test",
+    );
     b.click_link("Messages");
     b.click_link("New message");
     b.choose("To", "Morgan Lee");
@@ -410,10 +425,7 @@ fn revoked_patient() {
 
     let mut staff = Browser::open("revoke", &server.base);
     sign_in_practice(&mut staff, "admin@demo.test", DEMO_PASSWORD);
-    staff.click_link("Patients");
-    staff.fill("Search", "Rivera");
-    staff.press("Search");
-    staff.click_link("Rivera, Alex");
+    open_patient(&mut staff, "Rivera", "Rivera, Alex");
     staff.press("Revoke portal access");
     staff.assert_text("Portal access is revoked");
     staff.close();

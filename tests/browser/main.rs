@@ -2,7 +2,7 @@
 //! binary on a fresh data folder (with a real SMTP sink) and clicks and types as a person
 //! would. Screenshots of the key pages go to `target/screenshots/`.
 //!
-//! Run with `cargo test --test browser [filter]`. Without Chromium, chromedriver or axe-core
+//! Run with `cargo test --test browser -- [filter…]`. Without Chromium, chromedriver or axe-core
 //! the journeys are skipped with a message; with CI=true that is a failure instead.
 
 #[path = "../harness.rs"]
