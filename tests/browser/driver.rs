@@ -5,6 +5,7 @@
 //! violations fail the test), for horizontal overflow at the current width, and for a title
 //! that says where the user is.
 
+use base64::Engine;
 use fantoccini::elements::Element;
 use fantoccini::{ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -435,9 +436,9 @@ impl Browser {
         );
     }
 
-    fn cdp(&self, cmd: &str, params: Value) {
+    fn cdp(&self, cmd: &str, params: Value) -> Value {
         self.block(self.client.issue_cmd(Cdp(cmd.to_string(), params)))
-            .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"));
+            .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"))
     }
 
     /// Saves the page at phone and desktop size as `<journey>-<name>-{phone,desktop}.png`,
@@ -447,7 +448,14 @@ impl Browser {
         for (label, size) in [("phone", PHONE), ("desktop", DESKTOP)] {
             self.resize(size);
             self.assert_fits(label);
-            let png = self.block(self.client.screenshot()).unwrap();
+            // The whole page, not only what fits on the screen.
+            let shot = self.cdp(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true}),
+            );
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(shot["data"].as_str().expect("screenshot data"))
+                .unwrap();
             let file = screenshot_dir().join(format!("{}-{name}-{label}.png", self.journey));
             std::fs::write(file, png).unwrap();
         }
