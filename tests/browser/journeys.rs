@@ -737,6 +737,8 @@ fn every_page_passes_the_checks() {
     sign_in_practice(&mut b, "dr.lee@demo.test", DEMO_PASSWORD);
     b.click_link_containing("Messages");
     b.click_link("School sports form");
+    // Riley has no account of their own; the thread says who reads replies.
+    b.assert_text("A caregiver has access and reads replies.");
     page(&mut b, "/practice/messages/{id}", None, "practice-thread");
     sign_out(&mut b);
 

@@ -5,7 +5,7 @@ use super::patients::status_badge;
 use crate::dates::format_local;
 use crate::db::accounts;
 use crate::db::messages::{self as store, StaffBox};
-use crate::db::patients;
+use crate::db::patients::{self, PortalStatus};
 use crate::db::practice::{self, Practice};
 use crate::error::{AppError, AppResult, FieldErrors};
 use crate::messaging::{self, Sent};
@@ -138,7 +138,10 @@ fn thread_page(
             (views::notice(notice_text(request)))
             dl.facts {
                 dt { "Patient" } dd { a href={ "/practice/patients/" (patient.id) } { (patient.full_name()) } ", born " (patient.date_of_birth) }
-                dt { "Portal" } dd { (status_badge(patient.status)) }
+                dt { "Portal" } dd {
+                    (status_badge(patient.status))
+                    @if patient.reachable && patient.status != PortalStatus::Enrolled { " A caregiver has access and reads replies." }
+                }
                 dt { "With" } dd { (on_thread.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ")) }
             }
             div.actions {
