@@ -37,17 +37,22 @@ pub struct Date {
 impl Date {
     pub fn parse(text: &str) -> Option<Date> {
         let text = text.trim();
-        let number = |s: Option<&str>| s.map(str::trim).and_then(|s| s.parse::<u32>().ok());
+        // ASCII digits only: a year of four, a month and a day of one or two.
+        let number = |s: Option<&str>, digits: std::ops::RangeInclusive<usize>| {
+            s.filter(|s| digits.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u32>().ok())
+        };
         let (year, month, day) = if text.contains('/') {
             let mut parts = text.splitn(3, '/');
-            let (month, day) = (number(parts.next())?, number(parts.next())?);
-            (number(parts.next())?, month, day)
+            let (month, day) = (number(parts.next(), 1..=2)?, number(parts.next(), 1..=2)?);
+            (number(parts.next(), 4..=4)?, month, day)
         } else {
             let mut parts = text.splitn(3, '-');
+            let year = number(parts.next(), 4..=4)?;
             (
-                number(parts.next())?,
-                number(parts.next())?,
-                number(parts.next())?,
+                year,
+                number(parts.next(), 1..=2)?,
+                number(parts.next(), 1..=2)?,
             )
         };
         let year = i64::from(year);
@@ -159,6 +164,15 @@ mod tests {
         );
         assert_eq!(Date::parse("14/03/1984"), None);
         assert_eq!(Date::parse("03/14/84"), None);
+        for loose in [
+            "03 / 14 / 1984",
+            "+3/+4/+1984",
+            "1984-+3-14",
+            "1/1/01984",
+            "1984-003-14",
+        ] {
+            assert_eq!(Date::parse(loose), None, "{loose}");
+        }
         assert_eq!(Date::parse("2023-13-01"), None);
         assert_eq!(Date::parse("not a date"), None);
         assert_eq!(Date::parse("1800-01-01"), None);

@@ -833,6 +833,7 @@ fn messages_section_needs_messaging_enabled_and_an_active_record() {
         ],
     );
     assert_eq!(forged.status, 403, "POST by a revoked patient");
+    forged.assert_contains("Ask your doctor to provide access to your health records.");
     assert_eq!(stored(&server), before);
 }
 

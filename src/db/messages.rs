@@ -528,3 +528,21 @@ pub fn mark_reminded(
     )?;
     Ok(())
 }
+
+/// The practice member a patient's thread is with, as the patient's mailbox names them: the
+/// first staff member it was addressed to ("Jamie Kim, NP"), never a colleague it was
+/// forwarded to later. None for a thread that is not this patient's.
+pub fn correspondent(
+    conn: &Connection,
+    patient_id: i64,
+    thread_id: i64,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT coalesce((SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
+                            FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
+                           WHERE ts.thread_id = t.id ORDER BY ts.rowid LIMIT 1), 'The practice')
+           FROM thread t WHERE t.id = ?1 AND t.patient_id = ?2",
+    )?
+    .query_row(params![thread_id, patient_id], |r| r.get(0))
+    .optional()
+}

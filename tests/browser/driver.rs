@@ -525,7 +525,7 @@ impl Browser {
     }
 
     /// Portal pages speak to patients: no record numbers and none of the system's own words.
-    fn jargon(&self) -> Vec<String> {
+    pub fn jargon(&self) -> Vec<String> {
         let text = self.text();
         let lower = text.to_lowercase();
         let mut found: Vec<String> = JARGON
@@ -560,15 +560,18 @@ impl Browser {
         serde_json::from_value(result).unwrap()
     }
 
-    /// Ends the browser session; dropping the browser then stops chromedriver.
-    pub fn close(self) {
-        let client = self.client.clone();
-        let _ = self.rt.block_on(client.close());
-    }
+    /// Ends the browser session and chromedriver (as dropping it does).
+    pub fn close(self) {}
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // After a failed step too: end the session so chromedriver stops its Chromium, then
+        // stop chromedriver.
+        let client = self.client.clone();
+        let _ = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), client.close()).await
+        });
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);

@@ -190,11 +190,7 @@ fn thread_page(
         &client(request),
         app.clock.now(),
     )?;
-    // The practice member the conversation is with, as the mailbox names them.
-    let with = crate::db::messages::staff_on_thread(&app.pool.get(), thread.id)?
-        .into_iter()
-        .next()
-        .map(|(_, name)| name);
+    let with = crate::db::messages::correspondent(&app.pool.get(), c.sender.patient_id, thread.id)?;
     let ctx = Context::portal(app, &c.session);
     Ok(html(page(
         &ctx,
