@@ -5,7 +5,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 /// A random 256-bit token, hex-encoded.
 pub fn random_token() -> String {
@@ -48,55 +48,88 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// At most two argon2 computations at once: each uses 19 MiB and two saturate memory bandwidth on
-/// the machines Carepost targets.
+/// argon2 runs on this many dedicated threads: each computation uses 19 MiB, and two saturate
+/// memory bandwidth on the machines Carepost targets.
 const CONCURRENT_HASHES: usize = 2;
+/// Their niceness: when sign-ins and pages compete for the CPU, pages win (measured in the
+/// benchmark's "pages while clients sign in").
+const HASH_NICENESS: libc::c_int = 10;
 
-struct HashPermits {
-    in_use: Mutex<usize>,
-    freed: Condvar,
-}
+type Job = Box<dyn FnOnce() + Send>;
 
-fn with_hash_permit<T>(work: impl FnOnce() -> T) -> T {
-    static PERMITS: OnceLock<HashPermits> = OnceLock::new();
-    let permits = PERMITS.get_or_init(|| HashPermits {
-        in_use: Mutex::new(0),
-        freed: Condvar::new(),
-    });
-    {
-        let mut in_use = permits.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        while *in_use >= CONCURRENT_HASHES {
-            in_use = permits
-                .freed
-                .wait(in_use)
-                .unwrap_or_else(|e| e.into_inner());
+/// Runs `work` on one of the hashing threads and waits for its answer. Only those threads ever
+/// hold argon2's memory, so worker threads stay small, and their lower priority keeps sign-ins
+/// from starving other requests. Runs inline if the threads cannot be started; None only if a
+/// hashing thread died with the job (the caller then refuses, never accepts).
+fn on_hash_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..CONCURRENT_HASHES {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("hash-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            started += usize::from(spawned.is_ok());
         }
-        *in_use += 1;
-    }
-    let result = work();
-    let mut in_use = permits.in_use.lock().unwrap_or_else(|e| e.into_inner());
-    *in_use -= 1;
-    permits.freed.notify_one();
-    result
+        (started > 0).then(|| Mutex::new(tx))
+    });
+    let Some(queue) = queue else {
+        return Some(work());
+    };
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = done_tx.send(work());
+    });
+    let sent = queue.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+    sent.ok()?;
+    done_rx.recv().ok()
 }
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread (Linux keeps a niceness per thread).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, HASH_NICENESS);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// argon2id with the OWASP parameters (19 MiB, t=2, p=1), as a PHC string.
 pub fn hash_password(password: &str) -> Result<String, String> {
-    with_hash_permit(|| {
+    let password = password.to_owned();
+    on_hash_thread(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(|e| format!("password hashing failed: {e}"))
     })
+    .unwrap_or_else(|| Err("password hashing is unavailable".to_owned()))
 }
 
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    with_hash_permit(|| match PasswordHash::new(phc) {
+    let (password, phc) = (password.to_owned(), phc.to_owned());
+    on_hash_thread(move || match PasswordHash::new(&phc) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok(),
         Err(_) => false,
     })
+    .unwrap_or(false)
 }
 
 /// A hash of a random password, verified against when an email has no account so that a wrong

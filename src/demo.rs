@@ -8,7 +8,7 @@ use crate::db::messages::{self, NewMessage, Sender};
 use crate::db::patients::{self, Patient, PatientFields};
 use crate::db::practice;
 use crate::portal_access::{self, InviteRequest, Invited};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 pub const PRACTICE_NAME: &str = "Demo Family Practice";
 
@@ -80,8 +80,7 @@ pub fn seed(
     now: i64,
 ) -> Result<Seeded, String> {
     let fail = |e: rusqlite::Error| format!("cannot seed the demo practice: {e}");
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
+    let tx = crate::db::begin_write(&mut *conn)
         .map_err(fail)?;
     match practice::get(&tx).map_err(fail)? {
         Some(p) if p.is_demo => return Ok(Seeded::Already),

@@ -27,7 +27,9 @@ impl log::Log for StderrLogger {
         if metadata.target().starts_with("tiny_http") {
             return false;
         }
-        metadata.level() <= Level::Info || metadata.target().starts_with("carepost")
+        // Other crates only when something is wrong: multipart, for one, logs every upload's
+        // boundary at info.
+        metadata.level() <= Level::Warn || metadata.target().starts_with("carepost")
     }
 
     fn log(&self, record: &Record) {

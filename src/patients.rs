@@ -7,7 +7,7 @@ use crate::db::patients::{self, Patient, PatientFields};
 use crate::db::practice::Practice;
 use crate::error::{AppError, FieldErrors};
 use crate::portal_access;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 /// Checks a patient form; returns the fields cleaned (trimmed, date normalised) or the problems.
 pub fn validate<'a>(f: &PatientFields<'a>, today: Date) -> (FieldErrors, String) {
@@ -73,7 +73,7 @@ pub fn save(
         email: &email,
         phone: f.phone.trim(),
     };
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::db::begin_write(&mut *conn)?;
     let id = match id {
         Some(id) => {
             patients::get(&tx, id, now)?.ok_or(AppError::NotFound)?;

@@ -10,7 +10,7 @@ use crate::db::practice::Practice;
 use crate::db::sessions::Audience;
 use crate::error::{AppError, FieldErrors};
 use crate::outbox;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 pub const INVITATION_SECS: i64 = 30 * 86_400;
 /// Wrong date-of-birth/PIN attempts before the invitation is locked.
@@ -264,7 +264,7 @@ pub fn register(
             return Ok(Registered::Invalid(errors));
         }
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::db::begin_write(&mut *conn)?;
     if !patients::mark_used(&tx, invitation.id)? {
         return Ok(Registered::LinkDead);
     }

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::ops::{Deref, DerefMut};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -207,16 +207,39 @@ fn applied_version(conn: &Connection) -> rusqlite::Result<i64> {
     )
 }
 
-/// Every connection: foreign keys enforced, a busy timeout, and full fsync on commit so an
+/// While another connection holds the write lock: try again every 0.2 ms for the first 0.2 s,
+/// then every 5 ms, and give up (SQLITE_BUSY) after 5 s. A write transaction here lasts well
+/// under a millisecond, so waiting writers take their turn almost at once. SQLite's own busy
+/// timeout sleeps 1, 2, 5, 10... up to 100 ms between tries, which under 16 concurrent writers
+/// put the p99 of every write near 100 ms while the lock stood free (see the README's
+/// Performance section).
+fn wait_for_write_lock(attempt: i32) -> bool {
+    const QUICK_TRIES: i32 = 1_000;
+    let (step, waited) = if attempt < QUICK_TRIES {
+        (std::time::Duration::from_micros(200), attempt as u64 * 200)
+    } else {
+        (
+            std::time::Duration::from_millis(5),
+            200_000 + (attempt - QUICK_TRIES) as u64 * 5_000,
+        )
+    };
+    if waited >= 5_000_000 {
+        return false;
+    }
+    std::thread::sleep(step);
+    true
+}
+
+/// Every connection: foreign keys enforced, a quick busy handler, and full fsync on commit so an
 /// acknowledged message survives power loss.
 pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_handler(Some(wait_for_write_lock))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
@@ -235,6 +258,115 @@ pub fn open_read_only(path: &Path) -> Result<Connection, String> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| describe_open_error(path, &e))
+}
+
+/// A write transaction that waits its turn in this process, and whose commit is durable before
+/// `commit` returns (group commit).
+///
+/// - Writers queue on a mutex (parked, in turn) rather than on SQLite's file lock (polled), so the
+///   one holding the lock keeps the CPU and the next wakes as soon as it commits.
+/// - The transaction runs at `synchronous = NORMAL`: COMMIT appends to the WAL without waiting
+///   for the disk, and the turn passes on at once. `commit` then waits for one fsync of the WAL
+///   that began after this COMMIT; one fsync covers every commit made while the previous one ran.
+///   So an acknowledged write has reached the disk, as with `synchronous = FULL`, at a fraction of
+///   the fsyncs (measured in the benchmark, see the README's Performance section).
+///
+/// Dropped uncommitted, it rolls back. Every other statement keeps `synchronous = FULL`.
+pub struct Write<'c> {
+    conn: &'c Connection,
+    open: bool,
+    turn: Option<MutexGuard<'static, ()>>,
+}
+
+/// Begins a write transaction (BEGIN IMMEDIATE) once this process's other writers are done.
+pub fn begin_write(conn: &mut Connection) -> rusqlite::Result<Write<'_>> {
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    conn.execute_batch("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("PRAGMA synchronous = FULL");
+        })?;
+    Ok(Write {
+        conn,
+        open: true,
+        turn: Some(turn),
+    })
+}
+
+impl Write<'_> {
+    /// Commits, gives the turn to the next writer, then waits until the commit is on disk.
+    pub fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        let _ = self.conn.execute_batch("PRAGMA synchronous = FULL");
+        self.turn = None;
+        let wal = format!("{}-wal", self.conn.path().unwrap_or_default());
+        wait_until_durable(Path::new(&wal)).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+                Some(format!("cannot flush {wal} to disk: {e}")),
+            )
+        })
+    }
+}
+
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.execute_batch("PRAGMA synchronous = FULL");
+        }
+    }
+}
+
+impl Deref for Write<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// Commits counted so far, and how many of them an fsync has covered.
+struct Flushes {
+    committed: u64,
+    durable: u64,
+    flushing: bool,
+}
+
+/// Returns once an fsync of `wal` that began after the caller's COMMIT has finished. Whoever
+/// finds no flush running does the next one, for everyone who committed before it began.
+fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
+    static FLUSHES: Mutex<Flushes> = Mutex::new(Flushes {
+        committed: 0,
+        durable: 0,
+        flushing: false,
+    });
+    static FLUSHED: Condvar = Condvar::new();
+    let mut f = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
+    f.committed += 1;
+    let mine = f.committed;
+    loop {
+        if f.durable >= mine {
+            return Ok(());
+        }
+        if f.flushing {
+            f = FLUSHED.wait(f).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        f.flushing = true;
+        let covers = f.committed;
+        drop(f);
+        // Opened each time: the WAL is the same file for the server's life, but a fresh
+        // descriptor can never point at a file SQLite has since replaced.
+        let flushed = File::options().append(true).open(wal).and_then(|w| w.sync_data());
+        f = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
+        f.flushing = false;
+        if flushed.is_ok() {
+            f.durable = f.durable.max(covers);
+        }
+        FLUSHED.notify_all();
+        flushed?;
+    }
 }
 
 /// A fixed set of connections, one per worker thread.

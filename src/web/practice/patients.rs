@@ -17,7 +17,6 @@ use crate::web::views::{self, action_button, csrf_field, error_summary, Field};
 use crate::web::{client, csrf, html, notice_text, App};
 use maud::{html, Markup};
 use rouille::{Request, Response};
-use rusqlite::TransactionBehavior;
 
 const PER_PAGE: u32 = 25;
 
@@ -475,7 +474,7 @@ fn send_invitation(
     }
     let now = app.clock.now();
     let mut conn = app.pool.get();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::db::begin_write(&mut *conn)?;
     portal_access::invite(
         &tx,
         &practice,
@@ -514,7 +513,7 @@ fn access_change(
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
     let mut conn = app.pool.get();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = crate::db::begin_write(&mut *conn)?;
     if !change(&tx, &actor(&caller, request), p.id, app.clock.now())? {
         return Err(AppError::NotFound);
     }

@@ -1,0 +1,159 @@
+//! Runs many clients at once for a fixed time and collects what each request took.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What one kind of request did during one measurement.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    pub requests: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Bytes moved by the requests (uploads and downloads), for MB/s.
+    pub bytes: u64,
+    pub first_error: Option<String>,
+}
+
+impl Figures {
+    pub fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.requests as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn mb_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.bytes as f64 / 1e6 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn from_latencies(mut latencies: Vec<Duration>, errors: u64, seconds: f64) -> Figures {
+        latencies.sort_unstable();
+        let pick = |q: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+            latencies[i].as_secs_f64() * 1000.0
+        };
+        Figures {
+            requests: latencies.len() as u64,
+            errors,
+            seconds,
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+            bytes: 0,
+            first_error: None,
+        }
+    }
+}
+
+/// One request as a worker sees it: Ok(bytes moved) or what went wrong.
+pub type Outcome = Result<u64, String>;
+
+/// When a measurement ends: after a time, or when a flag is raised.
+#[derive(Clone, Copy)]
+pub enum Until<'a> {
+    Elapsed(Duration),
+    Flag(&'a AtomicBool),
+}
+
+/// Runs `work` on every client in its own thread until the end; each call is one timed request.
+/// The measured time runs from the start to the end of the last request.
+pub fn run<C: Send>(
+    clients: Vec<C>,
+    until: Until,
+    work: impl Fn(&mut C, u64) -> Outcome + Sync,
+) -> (Figures, Vec<C>) {
+    let too_many_errors = AtomicBool::new(false);
+    let counter = AtomicU64::new(0);
+    let started = Instant::now();
+    let going = || {
+        !too_many_errors.load(Ordering::Relaxed)
+            && match until {
+                Until::Elapsed(d) => started.elapsed() < d,
+                Until::Flag(f) => !f.load(Ordering::Relaxed),
+            }
+    };
+    let results: Vec<(C, Vec<Duration>, u64, u64, Option<String>)> = thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
+                let (too_many_errors, counter, work, going) =
+                    (&too_many_errors, &counter, &work, &going);
+                scope.spawn(move || {
+                    let mut latencies = Vec::with_capacity(4096);
+                    let (mut errors, mut bytes, mut first_error) = (0u64, 0u64, None);
+                    while going() {
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        let t = Instant::now();
+                        match work(&mut client, n) {
+                            Ok(b) => {
+                                latencies.push(t.elapsed());
+                                bytes += b;
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                first_error.get_or_insert(e);
+                                if errors > 100 {
+                                    too_many_errors.store(true, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    (client, latencies, errors, bytes, first_error)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load client panicked"))
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    let (mut errors, mut bytes, mut first_error) = (0, 0, None);
+    let mut clients = Vec::new();
+    for (client, latencies, e, b, fe) in results {
+        all.extend(latencies);
+        errors += e;
+        bytes += b;
+        if first_error.is_none() {
+            first_error = fe;
+        }
+        clients.push(client);
+    }
+    let mut figures = Figures::from_latencies(all, errors, seconds);
+    figures.bytes = bytes;
+    figures.first_error = first_error;
+    (figures, clients)
+}
+
+/// Measures `clients` for `duration` while `background` clients run beside them, from a little
+/// before until the measurement ends. Returns both figures.
+pub fn run_beside<C: Send, B: Send>(
+    clients: Vec<C>,
+    duration: Duration,
+    work: impl Fn(&mut C, u64) -> Outcome + Sync,
+    background: Vec<B>,
+    background_work: impl Fn(&mut B, u64) -> Outcome + Sync,
+) -> (Figures, Figures) {
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let (done_ref, bg_work) = (&done, &background_work);
+        let bg = scope.spawn(move || run(background, Until::Flag(done_ref), bg_work).0);
+        // Let the background reach its steady state first.
+        thread::sleep(Duration::from_millis(500));
+        let (front, _) = run(clients, Until::Elapsed(duration), work);
+        done.store(true, Ordering::Relaxed);
+        let back = bg.join().expect("background load panicked");
+        (front, back)
+    })
+}
