@@ -108,8 +108,9 @@ options! {
     /// Use https:// when patients reach it over the internet (through the reverse proxy);
     /// cookies are then marked Secure. Empty: http:// and the address actually listened on.
     public_url: String = "public_url", "";
-    /// Worker threads answering requests; each holds one database connection.
-    workers: u64 = "workers", 8u64;
+    /// Worker threads answering requests; each holds one database connection. Sign-ins wait
+    /// for password hashing on their worker, so keep well above the sign-ins expected at once.
+    workers: u64 = "workers", 16u64;
     /// Sign a user out after this many minutes without a request.
     session_idle_minutes: u64 = "session_idle_minutes", 20u64;
     /// Sign a user out this many hours after sign-in, however active.

@@ -358,7 +358,10 @@ fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
         drop(f);
         // Opened each time: the WAL is the same file for the server's life, but a fresh
         // descriptor can never point at a file SQLite has since replaced.
-        let flushed = File::options().append(true).open(wal).and_then(|w| w.sync_data());
+        let flushed = File::options()
+            .append(true)
+            .open(wal)
+            .and_then(|w| w.sync_data());
         f = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
         f.flushing = false;
         if flushed.is_ok() {

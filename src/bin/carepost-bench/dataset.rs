@@ -217,7 +217,9 @@ impl Bench {
         conn.execute_batch("COMMIT").map_err(db)?;
         let clinicians = accounts::message_recipients(&conn).map_err(db)?;
         if clinicians.is_empty() || enrolled.len() <= probes {
-            return Err("too few staff or patients for the bench: raise --staff or --patients".into());
+            return Err(
+                "too few staff or patients for the bench: raise --staff or --patients".into(),
+            );
         }
         let practice = practice::get(&conn).map_err(db)?;
         let mut bench = Bench {
@@ -242,7 +244,9 @@ impl Bench {
     /// PROBE_THREAD_MESSAGES messages from the last hours with their own clinician.
     fn add_probes(&mut self, conn: &mut Connection, count: usize) -> Result<(), String> {
         let store = Store::new(&self.data);
-        store.open().map_err(|e| format!("cannot open the attachment store: {e}"))?;
+        store
+            .open()
+            .map_err(|e| format!("cannot open the attachment store: {e}"))?;
         for i in 0..count {
             let staff = self.clinicians[i % self.clinicians.len()].clone();
             for _ in 0..PROBE_HISTORY {
@@ -250,8 +254,15 @@ impl Bench {
                 self.thread(conn, &store, i, &staff, start, 3, None)?;
             }
             let start = self.now - 3 * 3600 + i as i64 * 10;
-            let thread =
-                self.thread(conn, &store, i, &staff, start, PROBE_THREAD_MESSAGES, Some(60))?;
+            let thread = self.thread(
+                conn,
+                &store,
+                i,
+                &staff,
+                start,
+                PROBE_THREAD_MESSAGES,
+                Some(60),
+            )?;
             let patient = patients::get(conn, self.enrolled[i].patient_id, self.now)
                 .map_err(|e| e.to_string())?
                 .ok_or("probe patient missing")?;
@@ -269,7 +280,9 @@ impl Bench {
     pub fn grow_to(&mut self, target: u64, progress: impl Fn(u64)) -> Result<(), String> {
         let (_dir, mut conn) = open(&self.data)?;
         let store = Store::new(&self.data);
-        store.open().map_err(|e| format!("cannot open the attachment store: {e}"))?;
+        store
+            .open()
+            .map_err(|e| format!("cannot open the attachment store: {e}"))?;
         let probes = self.probes.len();
         let mut last_report = self.messages;
         while self.messages < target {
@@ -336,7 +349,10 @@ impl Bench {
                 match store.receive("scan.pdf", &mut content.as_slice()) {
                     Ok(Ok(received)) => Some(received),
                     Ok(Err(refusal)) => {
-                        return Err(format!("the attachment store refused a bench file: {}", refusal.message()))
+                        return Err(format!(
+                            "the attachment store refused a bench file: {}",
+                            refusal.message()
+                        ))
                     }
                     Err(_) => return Err("the attachment store could not take a bench file".into()),
                 }
@@ -384,7 +400,10 @@ impl Bench {
             match sent {
                 Sent::Thread(id) => thread = id,
                 Sent::Invalid(errors) => {
-                    return Err(format!("a bench message was refused: {:?}", errors.iter().collect::<Vec<_>>()))
+                    return Err(format!(
+                        "a bench message was refused: {:?}",
+                        errors.iter().collect::<Vec<_>>()
+                    ))
                 }
             }
             self.messages += 1;

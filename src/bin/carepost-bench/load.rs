@@ -58,6 +58,9 @@ impl Figures {
 /// One request as a worker sees it: Ok(bytes moved) or what went wrong.
 pub type Outcome = Result<u64, String>;
 
+/// What one client brings back: itself, its latencies, errors, bytes and its first error.
+type ClientResult<C> = (C, Vec<Duration>, u64, u64, Option<String>);
+
 /// When a measurement ends: after a time, or when a flag is raised.
 #[derive(Clone, Copy)]
 pub enum Until<'a> {
@@ -82,7 +85,7 @@ pub fn run<C: Send>(
                 Until::Flag(f) => !f.load(Ordering::Relaxed),
             }
     };
-    let results: Vec<(C, Vec<Duration>, u64, u64, Option<String>)> = thread::scope(|scope| {
+    let results: Vec<ClientResult<C>> = thread::scope(|scope| {
         let handles: Vec<_> = clients
             .into_iter()
             .map(|mut client| {

@@ -167,7 +167,11 @@ impl Report {
         let mut md = String::new();
         let _ = writeln!(md, "# Carepost benchmark\n");
         let _ = writeln!(md, "- Machine: {}", self.machine);
-        let _ = writeln!(md, "- Command: `{}` (measuring `{}`)", self.command, self.binary);
+        let _ = writeln!(
+            md,
+            "- Command: `{}` (measuring `{}`)",
+            self.command, self.binary
+        );
         let _ = writeln!(
             md,
             "- Practice: {} staff, {} patients, {} messages in {} threads, {} attachments (built in {:.0} s)",
@@ -180,7 +184,10 @@ impl Report {
         );
         let _ = writeln!(md, "- Request errors: {}\n", self.errors);
         let _ = writeln!(md, "## Requests at {} messages\n", self.messages);
-        let _ = writeln!(md, "| Request | Throughput | p50 | p99 | Errors | × baseline |");
+        let _ = writeln!(
+            md,
+            "| Request | Throughput | p50 | p99 | Errors | × baseline |"
+        );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         for r in &self.rows {
             let f = &r.figures;
@@ -218,7 +225,11 @@ impl Report {
                         let _ = write!(
                             line,
                             " {} |",
-                            f.map_or("—".into(), |f| format!("{:.2} ms ({:.0}/s)", f.p99_ms, f.per_second()))
+                            f.map_or("—".into(), |f| format!(
+                                "{:.2} ms ({:.0}/s)",
+                                f.p99_ms,
+                                f.per_second()
+                            ))
                         );
                     }
                     let _ = writeln!(md, "{line}");
@@ -228,10 +239,22 @@ impl Report {
         }
         let _ = writeln!(md, "## Resources\n");
         let _ = writeln!(md, "| Measure | Value |\n|---|---:|");
-        let _ = writeln!(md, "| Start-up on the full folder | {:.3} s |", self.startup_seconds);
+        let _ = writeln!(
+            md,
+            "| Start-up on the full folder | {:.3} s |",
+            self.startup_seconds
+        );
         let _ = writeln!(md, "| Resident memory idle | {:.1} MiB |", self.idle_mib);
-        let _ = writeln!(md, "| Resident memory under load (peak) | {:.1} MiB |", self.peak_mib);
-        let _ = writeln!(md, "| Database bytes per message | {:.0} B |", self.db_bytes_per_message);
+        let _ = writeln!(
+            md,
+            "| Resident memory under load (peak) | {:.1} MiB |",
+            self.peak_mib
+        );
+        let _ = writeln!(
+            md,
+            "| Database bytes per message | {:.0} B |",
+            self.db_bytes_per_message
+        );
         let _ = writeln!(
             md,
             "| Release binary | {:.1} MB |\n",
@@ -265,7 +288,12 @@ impl Report {
             "  \"practice\": {{\"staff\": {}, \"patients\": {}, \"messages\": {}, \"threads\": {}, \"attachments\": {}, \"build_seconds\": {}}},",
             self.staff, self.patients, self.messages, self.threads, self.attachments, json_num(self.build_seconds)
         );
-        let _ = writeln!(j, "  \"clients\": {}, \"seconds\": {},", self.clients, json_num(self.seconds));
+        let _ = writeln!(
+            j,
+            "  \"clients\": {}, \"seconds\": {},",
+            self.clients,
+            json_num(self.seconds)
+        );
         let rows: Vec<String> = self
             .rows
             .iter()
@@ -287,7 +315,10 @@ impl Report {
                     .iter()
                     .map(|(name, f)| format!("{}: {}", json_str(name), json_figures(f)))
                     .collect();
-                format!("    {{\"messages\": {n}, \"pages\": {{{}}}}}", pages.join(", "))
+                format!(
+                    "    {{\"messages\": {n}, \"pages\": {{{}}}}}",
+                    pages.join(", ")
+                )
             })
             .collect();
         let _ = writeln!(j, "  \"by_size\": [\n{}\n  ],", sizes.join(",\n"));
@@ -328,8 +359,10 @@ impl Report {
     pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         let md = dir.join("report.md");
         let json = dir.join("report.json");
-        std::fs::write(&md, self.markdown()).map_err(|e| format!("cannot write {}: {e}", md.display()))?;
-        std::fs::write(&json, self.json()).map_err(|e| format!("cannot write {}: {e}", json.display()))?;
+        std::fs::write(&md, self.markdown())
+            .map_err(|e| format!("cannot write {}: {e}", md.display()))?;
+        std::fs::write(&json, self.json())
+            .map_err(|e| format!("cannot write {}: {e}", json.display()))?;
         Ok((md, json))
     }
 }

@@ -47,7 +47,8 @@ pub struct Server {
 impl Server {
     /// Starts `carepost serve` on `data` with its defaults (workers, log level), logging to `log`.
     pub fn start(binary: &Path, data: &Path, log: &Path) -> Result<Server, String> {
-        let log_file = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let log_file =
+            File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let started = Instant::now();
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -72,10 +73,7 @@ impl Server {
                 }
                 _ => {
                     let _ = child.kill();
-                    return Err(format!(
-                        "carepost did not start; see {}",
-                        log.display()
-                    ));
+                    return Err(format!("carepost did not start; see {}", log.display()));
                 }
             }
         };

@@ -474,7 +474,7 @@ fn send_invitation(
     }
     let now = app.clock.now();
     let mut conn = app.pool.get();
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&mut conn)?;
     portal_access::invite(
         &tx,
         &practice,
@@ -513,7 +513,7 @@ fn access_change(
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
     let mut conn = app.pool.get();
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&mut conn)?;
     if !change(&tx, &actor(&caller, request), p.id, app.clock.now())? {
         return Err(AppError::NotFound);
     }
