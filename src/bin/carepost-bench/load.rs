@@ -15,6 +15,8 @@ pub struct Figures {
     /// Bytes moved by the requests (uploads and downloads), for MB/s.
     pub bytes: u64,
     pub first_error: Option<String>,
+    /// The server's CPU time (user + system) per successful request, in microseconds.
+    pub server_cpu_us: f64,
 }
 
 impl Figures {
@@ -51,6 +53,7 @@ impl Figures {
             p99_ms: pick(0.99),
             bytes: 0,
             first_error: None,
+            server_cpu_us: 0.0,
         }
     }
 }
@@ -159,4 +162,33 @@ pub fn run_beside<C: Send, B: Send>(
         let back = bg.join().expect("background load panicked");
         (front, back)
     })
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
+/// Runs a measurement and records the server's CPU time per request in its figures.
+pub fn with_server_cpu<T>(pid: u32, measure: impl FnOnce() -> (Figures, T)) -> (Figures, T) {
+    let before = cpu_seconds(pid);
+    let (mut figures, rest) = measure();
+    let used = cpu_seconds(pid) - before;
+    figures.server_cpu_us = used * 1e6 / figures.requests.max(1) as f64;
+    (figures, rest)
 }

@@ -210,16 +210,19 @@ impl Page {
 
 fn measure_page(
     page: Page,
+    pid: u32,
     portal: Vec<Signed>,
     staff: Vec<Signed>,
     seconds: Duration,
 ) -> (Figures, Vec<Signed>, Vec<Signed>) {
     let work = |c: &mut Signed, _| get_ok(&mut c.client, &page.path(&c.probe));
     if page.portal() {
-        let (f, portal) = load::run(portal, Until::Elapsed(seconds), work);
+        let (f, portal) =
+            load::with_server_cpu(pid, || load::run(portal, Until::Elapsed(seconds), work));
         (f, portal, staff)
     } else {
-        let (f, staff) = load::run(staff, Until::Elapsed(seconds), work);
+        let (f, staff) =
+            load::with_server_cpu(pid, || load::run(staff, Until::Elapsed(seconds), work));
         (f, portal, staff)
     }
 }
@@ -227,6 +230,7 @@ fn measure_page(
 /// Every page kind, one after the other, with `clients` clients each.
 fn measure_pages(
     addr: SocketAddr,
+    pid: u32,
     probes: &[Probe],
     clients: usize,
     seconds: Duration,
@@ -235,13 +239,14 @@ fn measure_pages(
     let mut staff = sign_in_all(addr, probes, clients, false)?;
     let mut out = Vec::new();
     for page in Page::ALL {
-        let (f, p, s) = measure_page(page, portal, staff, seconds);
+        let (f, p, s) = measure_page(page, pid, portal, staff, seconds);
         say(&format!(
-            "  {:<34} {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            "  {:<34} {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server CPU {:>5.0} µs/request  errors {}",
             page.name(),
             f.per_second(),
             f.p50_ms,
             f.p99_ms,
+            f.server_cpu_us,
             f.errors
         ));
         portal = p;
@@ -252,7 +257,12 @@ fn measure_pages(
 }
 
 /// The same server answering its stylesheet (the address every page links to).
-fn static_baseline(addr: SocketAddr, clients: usize, seconds: Duration) -> Result<Figures, String> {
+fn static_baseline(
+    addr: SocketAddr,
+    pid: u32,
+    clients: usize,
+    seconds: Duration,
+) -> Result<Figures, String> {
     let page = Client::new(addr)
         .get("/portal/login")
         .map_err(|e| e.to_string())?;
@@ -268,7 +278,10 @@ fn static_baseline(addr: SocketAddr, clients: usize, seconds: Duration) -> Resul
         get_ok(&mut c, &css)?;
         warm.push(c);
     }
-    Ok(load::run(warm, Until::Elapsed(seconds), |c, _| get_ok(c, &css)).0)
+    Ok(load::with_server_cpu(pid, || {
+        load::run(warm, Until::Elapsed(seconds), |c, _| get_ok(c, &css))
+    })
+    .0)
 }
 
 fn random_key() -> String {
@@ -525,7 +538,13 @@ fn run(args: &Args) -> Result<u64, String> {
         let server = Server::start(&binary, &data, &log)?;
         say(&format!("Started in {:.3} s", server.startup.as_secs_f64()));
         if !full {
-            let pages = measure_pages(server.addr, &bench.probes, args.clients, seconds)?;
+            let pages = measure_pages(
+                server.addr,
+                server.pid(),
+                &bench.probes,
+                args.clients,
+                seconds,
+            )?;
             errors += pages.iter().map(|(_, f)| f.errors).sum::<u64>();
             by_size.push((bench.messages, pages));
             server.stop()?;
@@ -537,7 +556,7 @@ fn run(args: &Args) -> Result<u64, String> {
         let watch = MemoryWatch::start(server.pid());
 
         say("Static asset (baseline)");
-        let baseline = static_baseline(server.addr, args.clients, seconds)?;
+        let baseline = static_baseline(server.addr, server.pid(), args.clients, seconds)?;
         say(&format!(
             "  {:>8.0}/s  p99 {:.2} ms  errors {} {}",
             baseline.per_second(),
@@ -545,7 +564,13 @@ fn run(args: &Args) -> Result<u64, String> {
             baseline.errors,
             baseline.first_error.as_deref().unwrap_or("")
         ));
-        let pages = measure_pages(server.addr, &bench.probes, args.clients, seconds)?;
+        let pages = measure_pages(
+            server.addr,
+            server.pid(),
+            &bench.probes,
+            args.clients,
+            seconds,
+        )?;
         by_size.push((bench.messages, pages.clone()));
 
         // Pages while others sign in: half the clients in the portal, half in the practice,
@@ -570,7 +595,9 @@ fn run(args: &Args) -> Result<u64, String> {
             args.clients - half,
             false,
         )?);
-        let (alone, mixed) = load::run(mixed, Until::Elapsed(seconds), mix);
+        let (alone, mixed) = load::with_server_cpu(server.pid(), || {
+            load::run(mixed, Until::Elapsed(seconds), mix)
+        });
         let signers: Vec<(Client, String, Probe)> = (0..args.sign_ins)
             .map(|i| {
                 let probe = bench.probes[i % bench.probes.len()].clone();
@@ -612,12 +639,16 @@ fn run(args: &Args) -> Result<u64, String> {
         say("Sends (durably committed, with their audit entries)");
         let fsyncs = fsyncs_per_second(&out, Duration::from_secs(1));
         let patients = sign_in_all(server.addr, &bench.probes, args.clients, true)?;
-        let (patient_sends, _) = load::run(patients, Until::Elapsed(seconds), |c, _| {
-            send(c, "Thank you, that answers my question.")
+        let (patient_sends, _) = load::with_server_cpu(server.pid(), || {
+            load::run(patients, Until::Elapsed(seconds), |c, _| {
+                send(c, "Thank you, that answers my question.")
+            })
         });
         let staff = sign_in_all(server.addr, &bench.probes, args.clients, false)?;
-        let (staff_replies, _) = load::run(staff, Until::Elapsed(seconds), |c, _| {
-            send(c, "You are welcome. Call us if anything changes.")
+        let (staff_replies, _) = load::with_server_cpu(server.pid(), || {
+            load::run(staff, Until::Elapsed(seconds), |c, _| {
+                send(c, "You are welcome. Call us if anything changes.")
+            })
         });
         say(&format!(
             "  patient sends {:.0}/s p99 {:.1} ms; staff replies {:.0}/s p99 {:.1} ms; disk {:.0} fsyncs/s",

@@ -134,14 +134,15 @@ fn json_num(v: f64) -> String {
 
 fn json_figures(f: &Figures) -> String {
     format!(
-        "{{\"requests\": {}, \"errors\": {}, \"seconds\": {}, \"per_second\": {}, \"p50_ms\": {}, \"p99_ms\": {}, \"mb_per_second\": {}}}",
+        "{{\"requests\": {}, \"errors\": {}, \"seconds\": {}, \"per_second\": {}, \"p50_ms\": {}, \"p99_ms\": {}, \"mb_per_second\": {}, \"server_cpu_us\": {}}}",
         f.requests,
         f.errors,
         json_num(f.seconds),
         json_num(f.per_second()),
         json_num(f.p50_ms),
         json_num(f.p99_ms),
-        json_num(f.mb_per_second())
+        json_num(f.mb_per_second()),
+        json_num(f.server_cpu_us)
     )
 }
 
@@ -197,10 +198,15 @@ impl Report {
                 format!("{:.0}/s", f.per_second())
             };
             let ratio = r.ratio.map_or("—".to_owned(), |v| format!("{v:.2}"));
+            let cpu = if f.server_cpu_us > 0.0 {
+                format!("{:.0} µs", f.server_cpu_us)
+            } else {
+                "—".to_owned()
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.2} ms | {:.2} ms | {} | {} |",
-                r.name, throughput, f.p50_ms, f.p99_ms, f.errors, ratio
+                "| {} | {} | {:.2} ms | {:.2} ms | {} | {} | {} |",
+                r.name, throughput, f.p50_ms, f.p99_ms, f.errors, ratio, cpu
             );
         }
         let _ = writeln!(
