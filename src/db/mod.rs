@@ -278,14 +278,41 @@ pub struct Write<'c> {
     turn: Option<MutexGuard<'static, ()>>,
 }
 
+/// Set by `bulk_load_without_fsync`.
+static BULK_LOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For a program that fills a fresh data folder in bulk (the benchmark's builder) and would
+/// simply start again after a crash: from now on, this process's write transactions commit
+/// without waiting for the disk. Never called by the server or the command-line tools.
+pub fn bulk_load_without_fsync() {
+    BULK_LOAD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn bulk_loading() -> bool {
+    BULK_LOAD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The setting every connection keeps outside `Write` transactions.
+fn restore_sync() -> &'static str {
+    if bulk_loading() {
+        "PRAGMA synchronous = OFF"
+    } else {
+        "PRAGMA synchronous = FULL"
+    }
+}
+
 /// Begins a write transaction (BEGIN IMMEDIATE) once this process's other writers are done.
 pub fn begin_write(conn: &mut Connection) -> rusqlite::Result<Write<'_>> {
     static TURN: Mutex<()> = Mutex::new(());
     let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    conn.execute_batch("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
-        .inspect_err(|_| {
-            let _ = conn.execute_batch("PRAGMA synchronous = FULL");
-        })?;
+    let begin = if bulk_loading() {
+        "PRAGMA synchronous = OFF; BEGIN IMMEDIATE"
+    } else {
+        "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+    };
+    conn.execute_batch(begin).inspect_err(|_| {
+        let _ = conn.execute_batch(restore_sync());
+    })?;
     Ok(Write {
         conn,
         open: true,
@@ -298,8 +325,11 @@ impl Write<'_> {
     pub fn commit(mut self) -> rusqlite::Result<()> {
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
-        let _ = self.conn.execute_batch("PRAGMA synchronous = FULL");
+        let _ = self.conn.execute_batch(restore_sync());
         self.turn = None;
+        if bulk_loading() {
+            return Ok(());
+        }
         let wal = format!("{}-wal", self.conn.path().unwrap_or_default());
         wait_until_durable(Path::new(&wal)).map_err(|e| {
             rusqlite::Error::SqliteFailure(
@@ -314,7 +344,7 @@ impl Drop for Write<'_> {
     fn drop(&mut self) {
         if self.open {
             let _ = self.conn.execute_batch("ROLLBACK");
-            let _ = self.conn.execute_batch("PRAGMA synchronous = FULL");
+            let _ = self.conn.execute_batch(restore_sync());
         }
     }
 }
@@ -326,43 +356,49 @@ impl Deref for Write<'_> {
     }
 }
 
-/// Commits counted so far, and how many of them an fsync has covered.
+/// Of one WAL file: commits counted so far, and how many of them an fsync has covered.
+#[derive(Default)]
 struct Flushes {
     committed: u64,
     durable: u64,
     flushing: bool,
 }
 
+/// WAL flushes done by `wait_until_durable` in this process (for tests).
+static FLUSH_COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Returns once an fsync of `wal` that began after the caller's COMMIT has finished. Whoever
-/// finds no flush running does the next one, for everyone who committed before it began.
+/// finds no flush of that file running does the next one, for everyone who committed before it
+/// began.
 fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
-    static FLUSHES: Mutex<Flushes> = Mutex::new(Flushes {
-        committed: 0,
-        durable: 0,
-        flushing: false,
-    });
+    static FLUSHES: std::sync::LazyLock<Mutex<std::collections::HashMap<PathBuf, Flushes>>> =
+        std::sync::LazyLock::new(Default::default);
     static FLUSHED: Condvar = Condvar::new();
-    let mut f = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
+    let f = all.entry(wal.to_path_buf()).or_default();
     f.committed += 1;
     let mine = f.committed;
     loop {
+        let f = all.entry(wal.to_path_buf()).or_default();
         if f.durable >= mine {
             return Ok(());
         }
         if f.flushing {
-            f = FLUSHED.wait(f).unwrap_or_else(|e| e.into_inner());
+            all = FLUSHED.wait(all).unwrap_or_else(|e| e.into_inner());
             continue;
         }
         f.flushing = true;
         let covers = f.committed;
-        drop(f);
+        drop(all);
         // Opened each time: the WAL is the same file for the server's life, but a fresh
         // descriptor can never point at a file SQLite has since replaced.
         let flushed = File::options()
             .append(true)
             .open(wal)
             .and_then(|w| w.sync_data());
-        f = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
+        FLUSH_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        all = FLUSHES.lock().unwrap_or_else(|e| e.into_inner());
+        let f = all.entry(wal.to_path_buf()).or_default();
         f.flushing = false;
         if flushed.is_ok() {
             f.durable = f.durable.max(covers);
@@ -436,5 +472,133 @@ impl Drop for PooledConn<'_> {
                 .push(conn);
             self.pool.returned.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh, migrated data folder under the system's temporary folder.
+    fn fresh(label: &str) -> (DataDir, PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "carepost-db-{label}-{}-{}",
+            std::process::id(),
+            crate::crypto::random_token()
+        ));
+        (DataDir::open(&path).unwrap(), path)
+    }
+
+    fn count(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM staff", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn add_staff(conn: &Connection, n: usize) {
+        conn.execute(
+            "INSERT INTO staff (email, name, degree, access_level, is_admin, password_hash, created_at)
+             VALUES (?1, 'A B', '', 1, 0, 'x', 0)",
+            [format!("s{n}-{}@example.org", crate::crypto::random_token())],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_committed_write_is_seen_and_the_connection_is_back_to_full_sync() {
+        let (data, path) = fresh("commit");
+        let mut conn = data.connect().unwrap();
+        let other = data.connect().unwrap();
+        let tx = begin_write(&mut conn).unwrap();
+        let sync: i64 = tx
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            sync, 1,
+            "NORMAL inside the transaction: the fsync comes after"
+        );
+        add_staff(&tx, 1);
+        assert_eq!(count(&other), 0, "not visible before the commit");
+        tx.commit().unwrap();
+        assert_eq!(count(&other), 1);
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "every other statement stays FULL");
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn a_write_dropped_without_commit_leaves_nothing() {
+        let (data, path) = fresh("rollback");
+        let mut conn = data.connect().unwrap();
+        {
+            let tx = begin_write(&mut conn).unwrap();
+            add_staff(&tx, 1);
+        }
+        assert!(conn.is_autocommit());
+        assert_eq!(count(&conn), 0);
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2);
+        // And the turn was given back: the next writer gets in at once.
+        let tx = begin_write(&mut conn).unwrap();
+        add_staff(&tx, 2);
+        tx.commit().unwrap();
+        assert_eq!(count(&conn), 1);
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn many_writers_at_once_all_commit_with_fewer_flushes_than_commits() {
+        let (data, path) = fresh("group");
+        let (threads, each) = (8, 40);
+        let flushes_before = FLUSH_COUNT.load(std::sync::atomic::Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let data = &data;
+                scope.spawn(move || {
+                    let mut conn = data.connect().unwrap();
+                    for i in 0..each {
+                        let tx = begin_write(&mut conn).unwrap();
+                        add_staff(&tx, t * 1000 + i);
+                        tx.commit().unwrap();
+                    }
+                });
+            }
+        });
+        let flushes = FLUSH_COUNT.load(std::sync::atomic::Ordering::Relaxed) - flushes_before;
+        let conn = data.connect().unwrap();
+        assert_eq!(count(&conn), (threads * each) as i64);
+        // Other tests may commit meanwhile, each adding at most one flush of its own.
+        assert!(
+            flushes < (threads * each) as u64,
+            "{flushes} flushes for {} commits: no commit shared a flush",
+            threads * each
+        );
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn patient_search_reads_index_ranges_not_every_patient() {
+        let (data, path) = fresh("search");
+        let conn = data.connect().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT id FROM patient p
+                  WHERE (p.first_name LIKE ?1 OR p.last_name LIKE ?1 OR p.email LIKE ?1)
+                  ORDER BY p.last_name COLLATE NOCASE, p.first_name COLLATE NOCASE, p.id",
+            )
+            .unwrap()
+            .query_map(["Ngu%"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("MULTI-INDEX OR")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|l| l.starts_with("SCAN p")), "{plan:?}");
+        let _ = std::fs::remove_dir_all(path);
     }
 }

@@ -1,7 +1,7 @@
 //! A large practice, built through Carepost's own storage code: the same functions the pages call
 //! (`messaging::patient_starts`, `staff_replies`, the attachment store...), so every message has
 //! its audit entry, chart entry and counters exactly as in use. Only the fsync is left out while
-//! building (`synchronous = OFF`): a crash while building only means building again.
+//! building (`db::bulk_load_without_fsync`): a crash while building only means building again.
 
 use carepost::attachments::Store;
 use carepost::db::accounts::{self, NewStaff, Staff};
@@ -121,6 +121,7 @@ fn fail(what: &str) -> impl Fn(AppError) -> String + '_ {
 }
 
 fn open(data: &Path) -> Result<(DataDir, Connection), String> {
+    carepost::db::bulk_load_without_fsync();
     let dir = DataDir::open(data)?;
     let conn = dir.connect()?;
     conn.pragma_update(None, "synchronous", "OFF")

@@ -187,9 +187,9 @@ impl Report {
         let _ = writeln!(md, "## Requests at {} messages\n", self.messages);
         let _ = writeln!(
             md,
-            "| Request | Throughput | p50 | p99 | Errors | × baseline |"
+            "| Request | Throughput | p50 | p99 | Errors | × baseline | Server CPU per request |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
         for r in &self.rows {
             let f = &r.figures;
             let throughput = if f.bytes > 0 {
