@@ -74,7 +74,8 @@ pub fn list_staff(conn: &Connection) -> rusqlite::Result<Vec<Staff>> {
 }
 
 pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         &format!("SELECT {STAFF_COLUMNS} FROM staff WHERE id = ?1"),
         [id],
         staff_from_row,
@@ -84,7 +85,8 @@ pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>
 
 /// Saves the editable fields of a staff user (not the password, not `active`).
 pub fn update_staff(conn: &Connection, s: &Staff) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE staff SET email = ?2, name = ?3, degree = ?4, access_level = ?5, is_admin = ?6,
                 may_invite = ?7
           WHERE id = ?1",
@@ -102,7 +104,8 @@ pub fn update_staff(conn: &Connection, s: &Staff) -> rusqlite::Result<()> {
 }
 
 pub fn set_staff_active(conn: &Connection, id: i64, active: bool) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE staff SET active = ?2 WHERE id = ?1",
         params![id, active],
     )?;
@@ -110,7 +113,8 @@ pub fn set_staff_active(conn: &Connection, id: i64, active: bool) -> rusqlite::R
 }
 
 pub fn active_administrators(conn: &Connection) -> rusqlite::Result<i64> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT count(*) FROM staff WHERE is_admin = 1 AND active = 1",
         [],
         |r| r.get(0),
@@ -118,7 +122,8 @@ pub fn active_administrators(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 pub fn set_staff_password(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE staff SET password_hash = ?2 WHERE id = ?1",
         params![id, hash],
     )?;
@@ -126,7 +131,8 @@ pub fn set_staff_password(conn: &Connection, id: i64, hash: &str) -> rusqlite::R
 }
 
 pub fn set_portal_password(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE portal_account SET password_hash = ?2 WHERE id = ?1",
         params![id, hash],
     )?;
@@ -143,7 +149,8 @@ pub struct NewStaff<'a> {
 }
 
 pub fn insert_staff(conn: &Connection, new: &NewStaff, now: i64) -> rusqlite::Result<i64> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO staff (email, name, degree, access_level, is_admin, password_hash, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -161,7 +168,8 @@ pub fn insert_staff(conn: &Connection, new: &NewStaff, now: i64) -> rusqlite::Re
 
 /// The active staff user with this id (a deactivated one is not found: their sessions end).
 pub fn active_staff(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         &format!("SELECT {STAFF_COLUMNS} FROM staff WHERE id = ?1 AND active = 1"),
         [id],
         staff_from_row,
@@ -170,7 +178,8 @@ pub fn active_staff(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff
 }
 
 pub fn staff_by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option<Staff>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         &format!("SELECT {STAFF_COLUMNS} FROM staff WHERE email = ?1"),
         [email],
         staff_from_row,
@@ -183,7 +192,8 @@ pub fn staff_credentials(
     conn: &Connection,
     email: &str,
 ) -> rusqlite::Result<Option<(i64, String)>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT id, password_hash FROM staff WHERE email = ?1 AND active = 1",
         [email],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -205,7 +215,7 @@ pub fn insert_portal_account(
     password_hash: &str,
     now: i64,
 ) -> rusqlite::Result<i64> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(conn,
         "INSERT INTO portal_account (email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![email, name, password_hash, now],
     )?;
@@ -213,7 +223,8 @@ pub fn insert_portal_account(
 }
 
 pub fn portal_account(conn: &Connection, id: i64) -> rusqlite::Result<Option<PortalAccount>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT id, email, name FROM portal_account WHERE id = ?1",
         [id],
         |r| {
@@ -231,7 +242,8 @@ pub fn portal_account_by_email(
     conn: &Connection,
     email: &str,
 ) -> rusqlite::Result<Option<PortalAccount>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT id, email, name FROM portal_account WHERE email = ?1",
         [email],
         |r| {
@@ -249,7 +261,8 @@ pub fn portal_credentials(
     conn: &Connection,
     email: &str,
 ) -> rusqlite::Result<Option<(i64, String)>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT id, password_hash FROM portal_account WHERE email = ?1",
         [email],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -303,7 +316,8 @@ pub fn role_for_patient(
     account_id: i64,
     patient_id: i64,
 ) -> rusqlite::Result<Option<String>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT role FROM portal_access WHERE account_id = ?1 AND patient_id = ?2",
         params![account_id, patient_id],
         |r| r.get(0),
@@ -319,7 +333,8 @@ pub fn grant_access(
     relationship: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO portal_access (account_id, patient_id, role, relationship, status, created_at)
          VALUES (?1, ?2, ?3, ?4, 'active', ?5)
          ON CONFLICT (account_id, patient_id)
@@ -364,7 +379,8 @@ pub fn caregivers_of_patient(
 
 /// Revokes the patient's own access (every account holding it). Returns how many were active.
 pub fn revoke_own_access(conn: &Connection, patient_id: i64, now: i64) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE portal_access SET status = 'revoked', revoked_at = ?2
           WHERE patient_id = ?1 AND role = 'self' AND status = 'active'",
         params![patient_id, now],
@@ -378,7 +394,8 @@ pub fn revoke_caregiver(
     access_id: i64,
     now: i64,
 ) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE portal_access SET status = 'revoked', revoked_at = ?3
           WHERE id = ?2 AND patient_id = ?1 AND role = 'caregiver' AND status = 'active'",
         params![patient_id, access_id, now],
@@ -392,7 +409,8 @@ pub fn throttle_locked_until(
     email: &str,
     now: i64,
 ) -> rusqlite::Result<Option<i64>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT locked_until FROM login_throttle
           WHERE audience = ?1 AND email = ?2 AND locked_until > ?3",
         params![audience, email, now],
@@ -409,7 +427,8 @@ pub fn throttle_record_failure(
     now: i64,
     forget_after: i64,
 ) -> rusqlite::Result<i64> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "INSERT INTO login_throttle (audience, email, failures, locked_until, last_failure_at)
          VALUES (?1, ?2, 1, 0, ?3)
          ON CONFLICT (audience, email) DO UPDATE SET
@@ -427,7 +446,8 @@ pub fn throttle_lock(
     email: &str,
     until: i64,
 ) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE login_throttle SET locked_until = ?3 WHERE audience = ?1 AND email = ?2",
         params![audience, email, until],
     )?;
@@ -435,7 +455,8 @@ pub fn throttle_lock(
 }
 
 pub fn throttle_clear(conn: &Connection, audience: &str, email: &str) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "DELETE FROM login_throttle WHERE audience = ?1 AND email = ?2",
         params![audience, email],
     )?;

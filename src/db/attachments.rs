@@ -11,7 +11,8 @@ pub struct NewAttachment<'a> {
 }
 
 pub fn insert(conn: &Connection, a: &NewAttachment, now: i64) -> rusqlite::Result<i64> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO attachment (message_id, sha256, size, media_type, file_name, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -43,7 +44,8 @@ pub fn in_thread(
     attachment_id: i64,
     with_internal: bool,
 ) -> rusqlite::Result<Option<Attachment>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT a.id, a.sha256, a.size, a.media_type, a.file_name
            FROM attachment a JOIN message m ON m.id = a.message_id
           WHERE a.id = ?1 AND m.thread_id = ?2 AND (?3 OR m.internal = 0)",
@@ -79,7 +81,7 @@ pub fn file_to_chart(
     staff_id: i64,
     now: i64,
 ) -> rusqlite::Result<bool> {
-    Ok(crate::db::cached_exec(conn, 
+    Ok(crate::db::cached_exec(conn,
         "INSERT INTO chart_document (patient_id, attachment_id, category, title, filed_by, filed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT DO NOTHING",

@@ -52,7 +52,8 @@ fn append_locked(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
         .optional()?
         .unwrap_or_default();
     let hash = crypto::sha256_hex(canonical(e, &prev).as_bytes());
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO audit_event (at, actor_kind, actor_id, action, patient_id, object, outcome,
                                   client, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -154,9 +155,12 @@ pub fn report(
 
 /// The newest entry's id.
 pub fn newest_id(conn: &Connection) -> rusqlite::Result<i64> {
-    crate::db::cached_row(conn, "SELECT coalesce(max(id), 0) FROM audit_event", [], |r| {
-        r.get(0)
-    })
+    crate::db::cached_row(
+        conn,
+        "SELECT coalesce(max(id), 0) FROM audit_event",
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// The distinct actions recorded, for the report's filter.

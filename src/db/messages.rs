@@ -31,7 +31,8 @@ pub fn insert_thread(
     started_by: &str,
     now: i64,
 ) -> rusqlite::Result<i64> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO thread (patient_id, subject, started_by, created_at, last_visible_at)
          VALUES (?1, ?2, ?3, ?4, ?4)",
         params![patient_id, subject, started_by, now],
@@ -73,7 +74,8 @@ pub fn insert_message(conn: &Connection, m: &NewMessage, now: i64) -> rusqlite::
             if caregiver { "caregiver" } else { "self" },
         ),
     };
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO message (thread_id, sender_kind, sender_staff_id, sender_account_id,
                               sender_role, body, link_url, internal, idempotency_key, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -92,7 +94,8 @@ pub fn insert_message(conn: &Connection, m: &NewMessage, now: i64) -> rusqlite::
     )?;
     let id = conn.last_insert_rowid();
     if !m.internal {
-        crate::db::cached_exec(conn, 
+        crate::db::cached_exec(
+            conn,
             "UPDATE thread SET visible_count = visible_count + 1, last_visible_at = ?2,
                     last_staff_message_id = CASE WHEN ?3 THEN ?4 ELSE last_staff_message_id END
               WHERE id = ?1",
@@ -112,7 +115,8 @@ pub fn thread_of_key(
         Sender::Staff(id) => (Some(id), None),
         Sender::Portal { account_id, .. } => (None, Some(account_id)),
     };
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT thread_id FROM message WHERE idempotency_key = ?1
             AND sender_staff_id IS ?2 AND sender_account_id IS ?3",
         params![key, staff, account],
@@ -129,7 +133,8 @@ pub fn thread_for_patient(
     patient_id: i64,
     thread_id: i64,
 ) -> rusqlite::Result<Option<Thread>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         &format!("SELECT {THREAD_COLUMNS} FROM thread t WHERE t.id = ?1 AND t.patient_id = ?2"),
         params![thread_id, patient_id],
         thread_from_row,
@@ -187,7 +192,7 @@ pub fn mark_read_portal(
     thread_id: i64,
     account_id: i64,
 ) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(conn,
         "INSERT INTO thread_portal_read (thread_id, account_id, last_read_message_id)
          SELECT id, ?2, last_staff_message_id FROM thread WHERE id = ?1
          ON CONFLICT (thread_id, account_id) DO UPDATE SET last_read_message_id = excluded.last_read_message_id",
@@ -277,7 +282,7 @@ pub fn address_to_staff(
     sent: bool,
     now: i64,
 ) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(conn,
         "INSERT INTO thread_staff (thread_id, staff_id, unread, archived, has_sent, last_activity_at)
          VALUES (?1, ?2, ?3, 0, ?4, ?5)
          ON CONFLICT (thread_id, staff_id) DO UPDATE SET
@@ -293,7 +298,7 @@ pub fn address_to_staff(
 
 /// New activity from the patient: every staff member on the thread sees it unread, unarchived.
 pub fn patient_wrote(conn: &Connection, thread_id: i64, now: i64) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(conn,
         "UPDATE thread_staff SET unread = 1, archived = 0, last_activity_at = ?2, reminded_at = NULL
           WHERE thread_id = ?1",
         params![thread_id, now],
@@ -303,7 +308,8 @@ pub fn patient_wrote(conn: &Connection, thread_id: i64, now: i64) -> rusqlite::R
 
 /// Staff activity: the others on the thread see it move up, without it becoming unread.
 pub fn staff_wrote(conn: &Connection, thread_id: i64, now: i64) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE thread_staff SET last_activity_at = ?2 WHERE thread_id = ?1",
         params![thread_id, now],
     )?;
@@ -318,7 +324,7 @@ pub fn thread_for_staff(
     level: u8,
     thread_id: i64,
 ) -> rusqlite::Result<Option<Thread>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(conn,
         &format!(
             "SELECT {THREAD_COLUMNS} FROM thread t
               WHERE t.id = ?1
@@ -385,7 +391,8 @@ pub fn staff_box(
 }
 
 pub fn unread_count(conn: &Connection, staff_id: i64) -> rusqlite::Result<i64> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT count(*) FROM thread_staff WHERE staff_id = ?1 AND unread = 1 AND archived = 0",
         [staff_id],
         |r| r.get(0),
@@ -398,7 +405,8 @@ pub fn staff_state(
     thread_id: i64,
     staff_id: i64,
 ) -> rusqlite::Result<Option<(bool, bool)>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT unread, archived FROM thread_staff WHERE thread_id = ?1 AND staff_id = ?2",
         params![thread_id, staff_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -412,7 +420,8 @@ pub fn set_unread(
     staff_id: i64,
     unread: bool,
 ) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE thread_staff SET unread = ?3 WHERE thread_id = ?1 AND staff_id = ?2",
         params![thread_id, staff_id, unread],
     )
@@ -426,7 +435,8 @@ pub fn set_archived(
     archived: bool,
     everyone: bool,
 ) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE thread_staff SET archived = ?3 WHERE thread_id = ?1 AND (?4 OR staff_id = ?2)",
         params![thread_id, staff_id, archived, everyone],
     )
@@ -461,7 +471,8 @@ pub fn file_to_chart(
     staff_id: Option<i64>,
     now: i64,
 ) -> rusqlite::Result<bool> {
-    Ok(crate::db::cached_exec(conn, 
+    Ok(crate::db::cached_exec(
+        conn,
         "INSERT INTO chart_document (patient_id, message_id, category, title, filed_by, filed_at)
          VALUES (?1, ?2, 'message', ?3, ?4, ?5)
          ON CONFLICT (message_id) DO NOTHING",
@@ -522,7 +533,8 @@ pub fn mark_reminded(
     thread_id: i64,
     now: i64,
 ) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE thread_staff SET reminded_at = ?3 WHERE staff_id = ?1 AND thread_id = ?2",
         params![staff_id, thread_id, now],
     )?;

@@ -11,7 +11,8 @@ pub struct NewEmail<'a> {
 }
 
 pub fn queue(conn: &Connection, email: &NewEmail, now: i64) -> rusqlite::Result<i64> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO outbox (kind, recipient, subject, body_text, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![
@@ -69,14 +70,15 @@ pub fn after(conn: &Connection, id: i64) -> rusqlite::Result<Vec<QueuedEmail>> {
 
 /// Claims a queued email for sending; false when it is no longer queued.
 pub fn claim(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<bool> {
-    Ok(crate::db::cached_exec(conn, 
+    Ok(crate::db::cached_exec(
+        conn,
         "UPDATE outbox SET state = 'sending', claimed_at = ?2 WHERE id = ?1 AND state = 'queued'",
         params![id, now],
     )? == 1)
 }
 
 pub fn mark_sent(conn: &Connection, id: i64, reply: &str, now: i64) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(conn,
         // Once delivered, the body (which may hold a live one-time link) is not kept.
         "UPDATE outbox SET state = 'sent', sent_at = ?3, attempts = attempts + 1, server_reply = ?2,
                 last_error = '', body_text = '' WHERE id = ?1",
@@ -86,7 +88,7 @@ pub fn mark_sent(conn: &Connection, id: i64, reply: &str, now: i64) -> rusqlite:
 }
 
 pub fn mark_failed(conn: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(conn,
         "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
         params![id, reason],
     )?;
@@ -94,7 +96,8 @@ pub fn mark_failed(conn: &Connection, id: i64, reason: &str) -> rusqlite::Result
 }
 
 pub fn requeue(conn: &Connection, id: i64, reason: &str, next: i64) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE outbox SET state = 'queued', attempts = attempts + 1, last_error = ?2,
                 next_attempt_at = ?3 WHERE id = ?1",
         params![id, reason, next],
@@ -104,7 +107,7 @@ pub fn requeue(conn: &Connection, id: i64, reason: &str, next: i64) -> rusqlite:
 
 /// Rows left 'sending' by a stop: they may have been delivered, so they are not resent alone.
 pub fn fail_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(conn,
         "UPDATE outbox SET state = 'failed',
                 last_error = 'Carepost stopped while sending this email: it may or may not have arrived. Retry it if it did not.'
           WHERE state = 'sending'",
@@ -114,7 +117,8 @@ pub fn fail_interrupted(conn: &Connection) -> rusqlite::Result<usize> {
 
 /// An administrator asks to send a failed email again.
 pub fn retry(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<bool> {
-    Ok(crate::db::cached_exec(conn, 
+    Ok(crate::db::cached_exec(
+        conn,
         "UPDATE outbox SET state = 'queued', next_attempt_at = ?2, created_at = ?2
           WHERE id = ?1 AND state = 'failed'",
         params![id, now],

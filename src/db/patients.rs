@@ -94,7 +94,8 @@ pub struct PatientFields<'a> {
 }
 
 pub fn insert(conn: &Connection, new: &PatientFields, now: i64) -> rusqlite::Result<i64> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO patient (first_name, last_name, date_of_birth, email, phone, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -110,7 +111,8 @@ pub fn insert(conn: &Connection, new: &PatientFields, now: i64) -> rusqlite::Res
 }
 
 pub fn update(conn: &Connection, id: i64, f: &PatientFields) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE patient SET first_name = ?2, last_name = ?3, date_of_birth = ?4, email = ?5,
                 phone = ?6
           WHERE id = ?1",
@@ -127,7 +129,8 @@ pub fn update(conn: &Connection, id: i64, f: &PatientFields) -> rusqlite::Result
 }
 
 pub fn get(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<Option<Patient>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         &select("WHERE p.id = ?2"),
         params![now, id],
         patient_from_row,
@@ -210,7 +213,8 @@ pub fn insert_invitation(
     new: &NewInvitation,
     now: i64,
 ) -> rusqlite::Result<i64> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO invitation (patient_id, role, email, phone, caregiver_name, relationship,
                                  token_hash, pin, status, expires_at, created_by, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11)",
@@ -275,7 +279,8 @@ pub fn invitation_by_token_hash(
     conn: &Connection,
     token_hash: &str,
 ) -> rusqlite::Result<Option<Invitation>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         &format!("SELECT {INVITATION_COLUMNS} FROM invitation WHERE token_hash = ?1"),
         [token_hash],
         invitation_from_row,
@@ -300,7 +305,8 @@ pub fn pending_invitations(
 
 /// Cancels the patient's pending invitations of one role (a re-invite kills the old link).
 pub fn cancel_pending(conn: &Connection, patient_id: i64, role: &str) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE invitation SET status = 'cancelled'
           WHERE patient_id = ?1 AND role = ?2 AND status = 'pending'",
         params![patient_id, role],
@@ -309,7 +315,8 @@ pub fn cancel_pending(conn: &Connection, patient_id: i64, role: &str) -> rusqlit
 
 /// Cancels one pending invitation of this patient; 0 when there is none such.
 pub fn cancel_invitation(conn: &Connection, patient_id: i64, id: i64) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE invitation SET status = 'cancelled'
           WHERE id = ?2 AND patient_id = ?1 AND status = 'pending'",
         params![patient_id, id],
@@ -319,7 +326,8 @@ pub fn cancel_invitation(conn: &Connection, patient_id: i64, id: i64) -> rusqlit
 /// Counts a wrong date of birth or PIN; locks the invitation at `lock_at` failures. Returns
 /// whether it is now locked.
 pub fn record_failed_attempt(conn: &Connection, id: i64, lock_at: i64) -> rusqlite::Result<bool> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "UPDATE invitation
             SET failed_attempts = failed_attempts + 1,
                 status = CASE WHEN failed_attempts + 1 >= ?2 THEN 'locked' ELSE status END
@@ -333,7 +341,8 @@ pub fn record_failed_attempt(conn: &Connection, id: i64, lock_at: i64) -> rusqli
 /// Marks a pending invitation used; false when it was no longer pending (used by a
 /// concurrent request).
 pub fn mark_used(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
-    Ok(crate::db::cached_exec(conn, 
+    Ok(crate::db::cached_exec(
+        conn,
         "UPDATE invitation SET status = 'used' WHERE id = ?1 AND status = 'pending'",
         [id],
     )? == 1)
@@ -341,7 +350,8 @@ pub fn mark_used(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
 
 /// Patients eligible for auto-invite: never invited, never enrolled, with an email.
 pub fn has_portal_history(conn: &Connection, patient_id: i64) -> rusqlite::Result<bool> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM invitation WHERE patient_id = ?1 AND role = 'self')
              OR EXISTS (SELECT 1 FROM portal_access WHERE patient_id = ?1 AND role = 'self')",
         [patient_id],

@@ -19,7 +19,8 @@ pub struct Practice {
 }
 
 pub fn get(conn: &Connection) -> rusqlite::Result<Option<Practice>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT name, phone, messaging_enabled, auto_chart, archive_for_everyone,
                 invite_policy = 'chosen', auto_invite, is_demo
            FROM practice WHERE id = 1",
@@ -47,7 +48,8 @@ pub fn insert(
     is_demo: bool,
     now: i64,
 ) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO practice (id, name, messaging_enabled, is_demo, created_at)
          VALUES (1, ?1, ?2, ?3, ?4)",
         params![name, messaging_enabled, is_demo, now],
@@ -58,7 +60,8 @@ pub fn insert(
 }
 
 pub fn update(conn: &Connection, p: &Practice) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE practice SET name = ?1, phone = ?2, messaging_enabled = ?3, auto_chart = ?4,
                 archive_for_everyone = ?5, invite_policy = ?6, auto_invite = ?7
           WHERE id = 1",
@@ -83,7 +86,8 @@ pub fn update(conn: &Connection, p: &Practice) -> rusqlite::Result<()> {
 pub fn new_setup_token(conn: &Connection, expires_at: i64) -> rusqlite::Result<String> {
     let token = crypto::random_token();
     crate::db::cached_exec(conn, "DELETE FROM setup_token", [])?;
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO setup_token (token_hash, expires_at) VALUES (?1, ?2)",
         params![crypto::sha256_hex(token.as_bytes()), expires_at],
     )?;
@@ -91,7 +95,8 @@ pub fn new_setup_token(conn: &Connection, expires_at: i64) -> rusqlite::Result<S
 }
 
 pub fn setup_token_valid(conn: &Connection, token: &str, now: i64) -> rusqlite::Result<bool> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT count(*) > 0 FROM setup_token WHERE token_hash = ?1 AND expires_at > ?2
            AND NOT EXISTS (SELECT 1 FROM practice)",
         params![crypto::sha256_hex(token.as_bytes()), now],

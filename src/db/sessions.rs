@@ -37,7 +37,8 @@ pub fn create(
     now: i64,
 ) -> rusqlite::Result<String> {
     let token = crypto::random_token();
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "INSERT INTO session (token_hash, audience, principal_id, csrf_token, acting_patient_id,
                               created_at, last_seen_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
@@ -58,7 +59,8 @@ pub fn find(
     audience: Audience,
     token: &str,
 ) -> rusqlite::Result<Option<Session>> {
-    crate::db::cached_row(conn, 
+    crate::db::cached_row(
+        conn,
         "SELECT token_hash, principal_id, csrf_token, acting_patient_id, created_at, last_seen_at
            FROM session WHERE token_hash = ?1 AND audience = ?2",
         params![crypto::sha256_hex(token.as_bytes()), audience.as_str()],
@@ -77,7 +79,8 @@ pub fn find(
 }
 
 pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE session SET last_seen_at = ?2 WHERE token_hash = ?1",
         params![token_hash, now],
     )?;
@@ -89,7 +92,8 @@ pub fn set_acting_patient(
     token_hash: &str,
     patient_id: i64,
 ) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "UPDATE session SET acting_patient_id = ?2 WHERE token_hash = ?1",
         params![token_hash, patient_id],
     )?;
@@ -97,7 +101,11 @@ pub fn set_acting_patient(
 }
 
 pub fn delete(conn: &Connection, token_hash: &str) -> rusqlite::Result<()> {
-    crate::db::cached_exec(conn, "DELETE FROM session WHERE token_hash = ?1", [token_hash])?;
+    crate::db::cached_exec(
+        conn,
+        "DELETE FROM session WHERE token_hash = ?1",
+        [token_hash],
+    )?;
     Ok(())
 }
 
@@ -108,7 +116,8 @@ pub fn delete_for_principal(
     principal_id: i64,
     keep: Option<&str>,
 ) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "DELETE FROM session WHERE audience = ?1 AND principal_id = ?2 AND token_hash IS NOT ?3",
         params![audience.as_str(), principal_id, keep],
     )
@@ -120,7 +129,8 @@ pub fn delete_expired(
     idle_before: i64,
     created_before: i64,
 ) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(conn, 
+    crate::db::cached_exec(
+        conn,
         "DELETE FROM session WHERE last_seen_at < ?1 OR created_at < ?2",
         params![idle_before, created_before],
     )
@@ -141,13 +151,14 @@ pub mod resets {
         now: i64,
         expires_at: i64,
     ) -> rusqlite::Result<String> {
-        crate::db::cached_exec(conn, 
+        crate::db::cached_exec(
+            conn,
             "UPDATE password_reset SET used_at = ?3
               WHERE audience = ?1 AND principal_id = ?2 AND used_at IS NULL",
             params![audience.as_str(), principal_id, now],
         )?;
         let token = crypto::random_token();
-        crate::db::cached_exec(conn, 
+        crate::db::cached_exec(conn,
             "INSERT INTO password_reset (token_hash, audience, principal_id, expires_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![crypto::sha256_hex(token.as_bytes()), audience.as_str(), principal_id, expires_at, now],
@@ -162,7 +173,8 @@ pub mod resets {
         token: &str,
         now: i64,
     ) -> rusqlite::Result<Option<i64>> {
-        crate::db::cached_row(conn, 
+        crate::db::cached_row(
+            conn,
             "SELECT principal_id FROM password_reset
               WHERE token_hash = ?1 AND audience = ?2 AND used_at IS NULL AND expires_at > ?3",
             params![crypto::sha256_hex(token.as_bytes()), audience.as_str(), now],
@@ -172,7 +184,8 @@ pub mod resets {
     }
 
     pub fn mark_used(conn: &Connection, token: &str, now: i64) -> rusqlite::Result<()> {
-        crate::db::cached_exec(conn, 
+        crate::db::cached_exec(
+            conn,
             "UPDATE password_reset SET used_at = ?2 WHERE token_hash = ?1",
             params![crypto::sha256_hex(token.as_bytes()), now],
         )?;
@@ -185,7 +198,8 @@ pub mod resets {
         audience: Audience,
         principal_id: i64,
     ) -> rusqlite::Result<Option<i64>> {
-        crate::db::cached_row(conn, 
+        crate::db::cached_row(
+            conn,
             "SELECT max(created_at) FROM password_reset WHERE audience = ?1 AND principal_id = ?2",
             params![audience.as_str(), principal_id],
             |r| r.get(0),
