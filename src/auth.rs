@@ -222,7 +222,7 @@ pub fn request_reset(
     };
     // Known address or not, the request does the same visible work: one write transaction
     // with one audit entry, so its timing does not tell which addresses have accounts.
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     let anonymous = Actor::anonymous(client);
     match principal {
         None => crate::audit::record_outcome(
@@ -288,7 +288,7 @@ pub fn reset_password(
         return Ok(Err(errors));
     }
     let hash = crypto::hash_password(password).map_err(AppError::Internal)?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     let principal = sessions::resets::find(&tx, audience, token, now)?.ok_or(AppError::NotFound)?;
     set_password(&tx, audience, principal, &hash)?;
     sessions::resets::mark_used(&tx, token, now)?;
@@ -333,7 +333,7 @@ pub fn change_password(
         return Ok(Err(errors));
     }
     let hash = crypto::hash_password(password).map_err(AppError::Internal)?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     set_password(&tx, audience, principal, &hash)?;
     sessions::delete_for_principal(&tx, audience, principal, Some(keep_session))?;
     let actor = Actor {

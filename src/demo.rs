@@ -80,7 +80,7 @@ pub fn seed(
     now: i64,
 ) -> Result<Seeded, String> {
     let fail = |e: rusqlite::Error| format!("cannot seed the demo practice: {e}");
-    let tx = crate::db::begin_write(&mut *conn).map_err(fail)?;
+    let tx = crate::db::begin_write(&*conn).map_err(fail)?;
     match practice::get(&tx).map_err(fail)? {
         Some(p) if p.is_demo => return Ok(Seeded::Already),
         Some(p) => {

@@ -232,7 +232,7 @@ pub fn patient_starts(
     };
     let subject = draft.subject.unwrap_or("").trim();
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     // Checked again under the write lock: two clicks at once send one message.
     if let Some(existing) = already_sent(&tx, key, caller.sender())? {
         return Ok(Sent::Thread(existing));
@@ -286,7 +286,7 @@ pub fn patient_replies(
         return Ok(Sent::Invalid(errors));
     }
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     // Checked again under the write lock: two clicks at once send one message.
     if let Some(existing) = already_sent(&tx, key, caller.sender())? {
         return Ok(Sent::Thread(existing));
@@ -347,7 +347,7 @@ pub fn staff_starts(
     }
     let subject = draft.subject.unwrap_or("").trim();
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     // Checked again under the write lock: two clicks at once send one message.
     if let Some(existing) = already_sent(&tx, key, Sender::Staff(staff.id))? {
         return Ok(Sent::Thread(existing));
@@ -404,7 +404,7 @@ pub fn staff_replies(
         return Ok(Sent::Invalid(errors));
     }
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     // Checked again under the write lock: two clicks at once send one message.
     if let Some(existing) = already_sent(&tx, key, Sender::Staff(staff.id))? {
         return Ok(Sent::Thread(existing));
@@ -486,7 +486,7 @@ fn read_thread(
     now: i64,
     mark_read: impl FnOnce(&Connection, &Thread) -> rusqlite::Result<()>,
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     mark_read(&tx, &thread)?;
     audit::record(
         &tx,
@@ -513,7 +513,7 @@ fn staff_change(
 ) -> Result<(), AppError> {
     let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
         .ok_or(AppError::NotFound)?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     change(&tx, &thread)?;
     audit::record(
         &tx,
@@ -751,7 +751,7 @@ pub fn file_attachment(
         .find(|c| **c == category)
         .ok_or_else(|| AppError::BadRequest("Choose a category from the list.".into()))?;
     let (thread, found) = staff_attachment(conn, staff, thread_id, attachment_id)?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     attachments::file_to_chart(&tx, thread.patient_id, &found, category, staff.id, now)?;
     audit::record(
         &tx,

@@ -73,7 +73,7 @@ pub fn save(
         email: &email,
         phone: f.phone.trim(),
     };
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     let id = match id {
         Some(id) => {
             patients::get(&tx, id, now)?.ok_or(AppError::NotFound)?;

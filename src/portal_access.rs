@@ -264,7 +264,7 @@ pub fn register(
             return Ok(Registered::Invalid(errors));
         }
     }
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     if !patients::mark_used(&tx, invitation.id)? {
         return Ok(Registered::LinkDead);
     }

@@ -45,7 +45,7 @@ pub fn sweep(
     let due_after = i64::try_from(hours)
         .unwrap_or(i64::MAX / 7200)
         .saturating_mul(3600);
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     let mut reminded_staff: Option<i64> = None;
     let mut queued = 0;
     for (staff_id, email, thread_id, since) in messages::unreminded_unread(&tx, now - due_after)? {

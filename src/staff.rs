@@ -76,7 +76,7 @@ pub fn create_administrator(
         return Ok(Err(errors));
     }
     let hash = crypto::hash_password(new.password).map_err(AppError::Internal)?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     if let Some(token) = setup_token {
         if !practice::setup_token_valid(&tx, token, now)? {
             return Err(AppError::NotFound);
@@ -175,7 +175,7 @@ pub fn create_user(
     let email = auth::normalise_email(f.email);
     // Nobody knows this password: the user chooses theirs through the emailed link.
     let unusable = crypto::hash_password(&crypto::random_token()).map_err(AppError::Internal)?;
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     if accounts::staff_by_email(&tx, &email)?.is_some() {
         errors.add("email", EMAIL_TAKEN);
         return Ok(Err(errors));
@@ -232,7 +232,7 @@ pub fn update_user(
         return Ok(Err(errors));
     }
     let email = auth::normalise_email(f.email);
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     let before = accounts::staff_by_id(&tx, id)?.ok_or(AppError::NotFound)?;
     if accounts::staff_by_email(&tx, &email)?.is_some_and(|other| other.id != id) {
         errors.add("email", EMAIL_TAKEN);
@@ -304,7 +304,7 @@ pub fn set_active(
     active: bool,
     now: i64,
 ) -> Result<Result<(), &'static str>, AppError> {
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     let staff = accounts::staff_by_id(&tx, id)?.ok_or(AppError::NotFound)?;
     if !active && staff.is_admin && staff.active && accounts::active_administrators(&tx)? <= 1 {
         return Ok(Err(LAST_ADMIN));
@@ -332,7 +332,7 @@ pub fn send_password_link(
     base_url: &str,
     now: i64,
 ) -> Result<(), AppError> {
-    let tx = crate::db::begin_write(&mut *conn)?;
+    let tx = crate::db::begin_write(&*conn)?;
     let staff = accounts::staff_by_id(&tx, id)?.ok_or(AppError::NotFound)?;
     auth::queue_password_link(
         &tx,

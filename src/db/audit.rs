@@ -31,26 +31,26 @@ pub fn canonical(e: &Entry, prev_hash: &str) -> String {
 }
 
 /// Appends an entry chained to the last one, inside the transaction of the event; outside one,
-/// in its own write transaction, so two appends never read the same last entry.
+/// in its own write transaction (in turn with the process's other writers, durable on return),
+/// so two appends never read the same last entry.
 pub fn append(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
     if conn.is_autocommit() {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = append_locked(conn, e);
-        conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
-        return result;
+        let tx = crate::db::begin_write(conn)?;
+        append_locked(&tx, e)?;
+        return tx.commit();
     }
     append_locked(conn, e)
 }
 
 fn append_locked(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
-    let prev: String = conn
-        .query_row(
-            "SELECT hash FROM audit_event ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or_default();
+    let prev: String = crate::db::cached_row(
+        conn,
+        "SELECT hash FROM audit_event ORDER BY id DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()?
+    .unwrap_or_default();
     let hash = crypto::sha256_hex(canonical(e, &prev).as_bytes());
     crate::db::cached_exec(
         conn,

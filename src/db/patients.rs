@@ -165,27 +165,14 @@ pub fn search(
         )?;
         found.collect::<rusqlite::Result<_>>()?
     } else {
-        // Each word must begin the first name, the last name or the email.
-        let words: Vec<String> = query
-            .split_whitespace()
-            .take(4)
-            .map(|w| format!("{}%", w.replace(['%', '_', '\\'], "")))
-            .collect();
-        let mut conditions = Vec::new();
-        for i in 0..words.len() {
-            let n = i + 5;
-            conditions.push(format!(
-                "(p.first_name LIKE ?{n} OR p.last_name LIKE ?{n} OR p.email LIKE ?{n})"
-            ));
-        }
-        let sql = select(&format!(
-            "WHERE ?2 = ?2 AND {} {order}",
-            conditions.join(" AND ")
-        ));
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now, &"", &limit, &offset];
-        for w in &words {
-            values.push(w);
+        let words = search_words(query);
+        let Some((from, below)) = words.first().map(|w| (&w.1, &w.2)) else {
+            return Ok((Vec::new(), false));
+        };
+        let mut stmt = conn.prepare_cached(&search_sql(words.len()))?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now, &"", &limit, &offset, from, below];
+        for (pattern, _, _) in &words {
+            values.push(pattern);
         }
         let found = stmt.query_map(values.as_slice(), patient_from_row)?;
         found.collect::<rusqlite::Result<_>>()?
@@ -193,6 +180,70 @@ pub fn search(
     let more = rows.len() > per_page as usize;
     rows.truncate(per_page as usize);
     Ok((rows, more))
+}
+
+/// For each word of a search (at most four): its LIKE pattern, and the range of names that
+/// begin with it, compared without case (ASCII only, as LIKE does): from the word in lower
+/// case up to, not including, the word with its last character raised by one.
+fn search_words(query: &str) -> Vec<(String, String, String)> {
+    query
+        .split_whitespace()
+        .take(4)
+        .filter_map(|w| {
+            let word: String = w
+                .chars()
+                .filter(|c| !matches!(c, '%' | '_' | '\\'))
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            let mut below: Vec<char> = word.chars().collect();
+            // The last character that has a next one (U+10FFFF has none): raised, and what
+            // followed it dropped. A word of only U+10FFFF matches up to the end of the index.
+            while let Some(last) = below.pop() {
+                if let Some(next) = (u32::from(last) + 1..=0x10FFFF).find_map(char::from_u32) {
+                    below.push(next);
+                    break;
+                }
+            }
+            let below: String = if below.is_empty() {
+                char::MAX.to_string().repeat(64)
+            } else {
+                below.into_iter().collect()
+            };
+            (!word.is_empty()).then(|| (format!("{word}%"), word, below))
+        })
+        .collect()
+}
+
+/// The search statement for `words` words (see `search_words`): ?5 and ?6 are the first
+/// word's range, ?7 on each word's LIKE pattern. Each word must begin the first name, the last
+/// name or the email. The patients whose first name, last name or email fall in the first
+/// word's range are read from three index ranges, every word's LIKE checks them, and the few
+/// found are sorted by name: a plan that does not depend on the words (so the statement stays
+/// prepared) and never reads every patient. Written as ranges because SQLite turns `LIKE ?`
+/// into index ranges only by planning again for each new pattern, and with an OR of ranges it
+/// chose to read the whole table.
+pub(crate) fn search_sql(words: usize) -> String {
+    let likes: Vec<String> = (0..words)
+        .map(|i| {
+            let n = i + 7;
+            format!("(p.first_name LIKE ?{n} OR p.last_name LIKE ?{n} OR p.email LIKE ?{n})")
+        })
+        .collect();
+    select(&format!(
+        "WHERE ?2 = ?2
+           AND p.id IN (SELECT id FROM patient
+                         WHERE first_name COLLATE NOCASE >= ?5 AND first_name COLLATE NOCASE < ?6
+                        UNION ALL
+                        SELECT id FROM patient
+                         WHERE last_name COLLATE NOCASE >= ?5 AND last_name COLLATE NOCASE < ?6
+                        UNION ALL
+                        SELECT id FROM patient
+                         WHERE email COLLATE NOCASE >= ?5 AND email COLLATE NOCASE < ?6)
+           AND {}
+         ORDER BY p.last_name COLLATE NOCASE, p.first_name COLLATE NOCASE, p.id
+         LIMIT ?3 OFFSET ?4",
+        likes.join(" AND ")
+    ))
 }
 
 pub struct NewInvitation<'a> {
@@ -357,4 +408,35 @@ pub fn has_portal_history(conn: &Connection, patient_id: i64) -> rusqlite::Resul
         [patient_id],
         |r| r.get(0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::search_words;
+
+    fn words(q: &str) -> Vec<(String, String, String)> {
+        search_words(q)
+    }
+
+    fn w(pattern: &str, from: &str, below: &str) -> (String, String, String) {
+        (pattern.into(), from.into(), below.into())
+    }
+
+    #[test]
+    fn search_words_give_the_range_of_names_that_begin_with_them() {
+        assert_eq!(words("Ngu"), [w("ngu%", "ngu", "ngv")]);
+        assert_eq!(
+            words(" riv  AL "),
+            [w("riv%", "riv", "riw"), w("al%", "al", "am")]
+        );
+        // 'z' is followed by '{', which sorts after every name that begins with "z".
+        assert_eq!(words("Z"), [w("z%", "z", "{")]);
+        assert_eq!(words("José"), [w("josé%", "josé", "josê")]);
+        // Wildcards typed by the user are not wildcards; a word of only wildcards is no word.
+        assert_eq!(words("o_b%r"), [w("obr%", "obr", "obs")]);
+        assert!(words("% _").is_empty());
+        // The last code point has no next one: the range ends after the one before it.
+        assert_eq!(words("a\u{10FFFF}")[0].2, "b");
+        assert_eq!(words("one two three four five").len(), 4);
+    }
 }

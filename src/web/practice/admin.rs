@@ -346,8 +346,8 @@ pub fn save_settings(app: &App, request: &Request, _: &Params) -> AppResult<Resp
     }
     let now = app.clock.now();
     let actor = Actor::staff(caller.staff.id, &client(request));
-    let mut conn = app.pool.get();
-    let tx = crate::db::begin_write(&mut conn)?;
+    let conn = app.pool.get();
+    let tx = crate::db::begin_write(&conn)?;
     practice::update(&tx, &after)?;
     // Every change is recorded with who made it.
     let changes = [
@@ -434,8 +434,8 @@ pub fn retry_email(app: &App, request: &Request, params: &Params) -> AppResult<R
     csrf::check(&form, &caller.session.csrf_token)?;
     let id = params.id(0)?;
     let now = app.clock.now();
-    let mut conn = app.pool.get();
-    let tx = crate::db::begin_write(&mut conn)?;
+    let conn = app.pool.get();
+    let tx = crate::db::begin_write(&conn)?;
     if !crate::db::outbox::retry(&tx, id, now)? {
         return Err(AppError::NotFound);
     }

@@ -473,8 +473,8 @@ fn send_invitation(
         ));
     }
     let now = app.clock.now();
-    let mut conn = app.pool.get();
-    let tx = crate::db::begin_write(&mut conn)?;
+    let conn = app.pool.get();
+    let tx = crate::db::begin_write(&conn)?;
     portal_access::invite(
         &tx,
         &practice,
@@ -512,8 +512,8 @@ fn access_change(
     let p = load(app, params)?;
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
-    let mut conn = app.pool.get();
-    let tx = crate::db::begin_write(&mut conn)?;
+    let conn = app.pool.get();
+    let tx = crate::db::begin_write(&conn)?;
     if !change(&tx, &actor(&caller, request), p.id, app.clock.now())? {
         return Err(AppError::NotFound);
     }
