@@ -216,33 +216,36 @@ fn search_words(query: &str) -> Vec<(String, String, String)> {
 
 /// The search statement for `words` words (see `search_words`): ?5 and ?6 are the first
 /// word's range, ?7 on each word's LIKE pattern. Each word must begin the first name, the last
-/// name or the email. The patients whose first name, last name or email fall in the first
-/// word's range are read from three index ranges, every word's LIKE checks them, and the few
-/// found are sorted by name: a plan that does not depend on the words (so the statement stays
-/// prepared) and never reads every patient. Written as ranges because SQLite turns `LIKE ?`
-/// into index ranges only by planning again for each new pattern, and with an OR of ranges it
-/// chose to read the whole table.
+/// name or the email.
+///
+/// Three index ranges find the patients whose last name, first name or email begins with the
+/// first word; every word's LIKE checks them; their union, merged in name order, stops at the
+/// end of the page; only then are the page's portal statuses looked up. The last-name range
+/// comes out of its index already in name order, so a common last name costs one page of rows,
+/// not every patient who has it. The plan does not depend on the words, so the statement
+/// stays prepared: written as ranges because SQLite turns `LIKE ?` into index ranges only by
+/// planning again for each new pattern.
 pub(crate) fn search_sql(words: usize) -> String {
     let likes: Vec<String> = (0..words)
         .map(|i| {
             let n = i + 7;
-            format!("(p.first_name LIKE ?{n} OR p.last_name LIKE ?{n} OR p.email LIKE ?{n})")
+            format!("(first_name LIKE ?{n} OR last_name LIKE ?{n} OR email LIKE ?{n})")
         })
         .collect();
+    let likes = likes.join(" AND ");
+    let arm = |column: &str| {
+        format!(
+            "SELECT id, last_name COLLATE NOCASE, first_name COLLATE NOCASE FROM patient
+              WHERE {column} COLLATE NOCASE >= ?5 AND {column} COLLATE NOCASE < ?6 AND {likes}"
+        )
+    };
     select(&format!(
-        "WHERE ?2 = ?2
-           AND p.id IN (SELECT id FROM patient
-                         WHERE first_name COLLATE NOCASE >= ?5 AND first_name COLLATE NOCASE < ?6
-                        UNION ALL
-                        SELECT id FROM patient
-                         WHERE last_name COLLATE NOCASE >= ?5 AND last_name COLLATE NOCASE < ?6
-                        UNION ALL
-                        SELECT id FROM patient
-                         WHERE email COLLATE NOCASE >= ?5 AND email COLLATE NOCASE < ?6)
-           AND {}
-         ORDER BY p.last_name COLLATE NOCASE, p.first_name COLLATE NOCASE, p.id
-         LIMIT ?3 OFFSET ?4",
-        likes.join(" AND ")
+        "WHERE ?2 = ?2 AND p.id IN (
+             SELECT id FROM ({} UNION {} UNION {} ORDER BY 2, 3, 1 LIMIT ?3 OFFSET ?4))
+         ORDER BY p.last_name COLLATE NOCASE, p.first_name COLLATE NOCASE, p.id",
+        arm("last_name"),
+        arm("first_name"),
+        arm("email")
     ))
 }
 
