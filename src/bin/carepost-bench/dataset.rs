@@ -335,10 +335,10 @@ impl Bench {
             let from_patient = (k % 2 == 0) == from_patient_first;
             let body = *self.rng.pick(BODIES);
             let key = crypto::hex(&crypto::random_bytes::<32>());
-            let attach = from_patient
-                && self
-                    .rng
-                    .chance(self.sizes.attachments as f64 / self.sizes.messages.max(1) as f64);
+            // Either side attaches files (a patient's photo, the practice's lab report).
+            let attach = self
+                .rng
+                .chance(self.sizes.attachments as f64 / self.sizes.messages.max(1) as f64);
             let received = if attach {
                 let mut content = format!(
                     "%PDF-1.4\n% carepost bench attachment {} {}\n",
