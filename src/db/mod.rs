@@ -464,7 +464,7 @@ fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
 pub struct Pool {
     idle: Mutex<Vec<Connection>>,
     returned: Condvar,
-    _checkpointer: Checkpointer,
+    checkpointer: Checkpointer,
 }
 
 impl Pool {
@@ -484,8 +484,15 @@ impl Pool {
         Ok(Pool {
             idle: Mutex::new(conns),
             returned: Condvar::new(),
-            _checkpointer: Checkpointer::start(data.connect()?)?,
+            checkpointer: Checkpointer::start(data.connect()?)?,
         })
+    }
+
+    /// Ends the checkpoint thread, for the final checkpoint at shutdown: a TRUNCATE checkpoint
+    /// that met the thread's own checkpoint would fail at once (SQLite does not wait for that
+    /// lock).
+    pub fn stop_checkpoints(&self) {
+        self.checkpointer.stop();
     }
 
     pub fn get(&self) -> PooledConn<'_> {
@@ -511,7 +518,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// when dropped.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Checkpointer {
@@ -538,17 +545,23 @@ impl Checkpointer {
             .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
         Ok(Checkpointer {
             stop,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Returns once the thread has ended (at once if it already has).
+    fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop();
     }
 }
 

@@ -124,6 +124,7 @@ pub fn serve(
     server.poll_timeout(Duration::from_millis(50));
     server.join();
     drop(server);
+    app.pool.stop_checkpoints();
     data.checkpoint()?;
     log::info!("stopped cleanly");
     Ok(())
