@@ -111,6 +111,10 @@ options! {
     /// Worker threads answering requests; each holds one database connection. Sign-ins wait
     /// for password hashing on their worker, so keep well above the sign-ins expected at once.
     workers: u64 = "workers", 16u64;
+    /// SQLite's page cache of each worker's database connection, in MiB: up to workers times
+    /// this much memory once every cache is full. The default holds the pages of a practice's
+    /// busy inboxes, so they are not read again on every view (see README, Performance).
+    page_cache_mib: u64 = "page_cache_mib", 8u64;
     /// Sign a user out after this many minutes without a request.
     session_idle_minutes: u64 = "session_idle_minutes", 20u64;
     /// Sign a user out this many hours after sign-in, however active.
@@ -202,6 +206,9 @@ impl Config {
         }
         if self.workers == 0 || self.workers > 256 {
             return Err("workers must be between 1 and 256".into());
+        }
+        if self.page_cache_mib == 0 || self.page_cache_mib > 1024 {
+            return Err("page_cache_mib must be between 1 and 1024".into());
         }
         if self.session_idle_minutes == 0 || self.session_max_hours == 0 {
             return Err("session_idle_minutes and session_max_hours must be at least 1".into());

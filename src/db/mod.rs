@@ -468,10 +468,20 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(data: &DataDir, size: usize) -> Result<Pool, String> {
+    /// `size` connections, each with a page cache of up to `cache_mib` MiB.
+    pub fn new(data: &DataDir, size: usize, cache_mib: u64) -> Result<Pool, String> {
         let conns = (0..size)
             .map(|_| {
                 let conn = data.connect()?;
+                // SQLite's default (2 MB) could not hold the pages of 16 staff inboxes at
+                // 1,000,000 messages: each view read them again through the system's cache, and
+                // the inbox's cost grew with the history (see the README's Performance section).
+                conn.pragma_update(
+                    None,
+                    "cache_size",
+                    -i64::try_from(cache_mib).unwrap_or(1024) * 1024,
+                )
+                .map_err(|e| describe_open_error(&data.db_path(), &e))?;
                 // SQLite would otherwise checkpoint inside the COMMIT that takes the log past
                 // 1,000 pages, while that writer still holds the write turn: every writer
                 // waited for the copy and its two fsyncs (5% of the server's time in the
@@ -753,7 +763,7 @@ mod tests {
         let (data, path) = fresh("checkpoint");
         let db_bytes = || std::fs::metadata(data.db_path()).unwrap().len();
         let before = db_bytes();
-        let pool = Pool::new(&data, 2).unwrap();
+        let pool = Pool::new(&data, 2, 8).unwrap();
         {
             let conn = pool.get();
             let auto: i64 = conn
@@ -762,6 +772,14 @@ mod tests {
             assert_eq!(
                 auto, 0,
                 "a committing worker would checkpoint in its write turn"
+            );
+            let cache: i64 = conn
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(
+                cache,
+                -8 * 1024,
+                "the pool's page cache is 8 MiB per connection"
             );
             let tx = begin_write(&conn).unwrap();
             for n in 0..2_000 {

@@ -46,7 +46,7 @@ pub fn serve(
 ) -> Result<(), String> {
     let workers = usize::try_from(config.workers).unwrap_or(8);
     crate::dates::set_local_offset(config.utc_offset().unwrap_or(0));
-    let pool = Pool::new(&data, workers)?;
+    let pool = Pool::new(&data, workers, config.page_cache_mib)?;
     let listen = config.listen.clone();
     let idle = Duration::from_secs(config.idle_connection_seconds);
     // Bind first: the handler needs the App, and the App needs the address actually bound.
