@@ -473,21 +473,19 @@ impl Pool {
         let conns = (0..size)
             .map(|_| {
                 let conn = data.connect()?;
-                // SQLite's default (2 MB) could not hold the pages of 16 staff inboxes at
-                // 1,000,000 messages: each view read them again through the system's cache, and
-                // the inbox's cost grew with the history (see the README's Performance section).
-                conn.pragma_update(
-                    None,
-                    "cache_size",
-                    -i64::try_from(cache_mib).unwrap_or(1024) * 1024,
-                )
+                // The page cache: SQLite's default (2 MB) could not hold the pages of 16 staff
+                // inboxes at 1,000,000 messages, so each view read them again through the
+                // system's cache and the inbox's cost grew with the history.
+                // No automatic checkpoint: SQLite would run one inside the COMMIT that takes
+                // the log past 1,000 pages, while that writer still holds the write turn, and
+                // every writer waited for the copy and its two fsyncs (5% of the server's time
+                // in the profile of sends). The `Checkpointer` does it instead.
+                // (Both measured by the benchmark; see the README's Performance section.)
+                let cache_kib = i64::try_from(cache_mib).unwrap_or(1024) * 1024;
+                conn.execute_batch(&format!(
+                    "PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0"
+                ))
                 .map_err(|e| describe_open_error(&data.db_path(), &e))?;
-                // SQLite would otherwise checkpoint inside the COMMIT that takes the log past
-                // 1,000 pages, while that writer still holds the write turn: every writer
-                // waited for the copy and its two fsyncs (5% of the server's time in the
-                // benchmark's profile of sends, and the send p99).
-                conn.pragma_update(None, "wal_autocheckpoint", 0)
-                    .map_err(|e| describe_open_error(&data.db_path(), &e))?;
                 Ok(conn)
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -525,22 +523,22 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// A thread that copies committed pages from the write-ahead log into the database file
 /// (a PASSIVE checkpoint: it never waits for or blocks readers and writers) every
 /// `CHECKPOINT_EVERY`, so the log stays short without a writer doing it in its turn. It stops
-/// when dropped.
+/// when told to or dropped.
 struct Checkpointer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Dropping the sender wakes the thread and ends it.
+    running: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 impl Checkpointer {
     fn start(conn: Connection) -> Result<Checkpointer, String> {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = std::sync::Arc::clone(&stop);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
                 let mut failing = false;
-                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_EVERY);
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
                     match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         Ok(()) => failing = false,
                         // Said once per run of failures; the next checkpoint tries again.
@@ -554,16 +552,19 @@ impl Checkpointer {
             })
             .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
         Ok(Checkpointer {
-            stop,
-            thread: Mutex::new(Some(thread)),
+            running: Mutex::new(Some((stop, thread))),
         })
     }
 
     /// Returns once the thread has ended (at once if it already has).
     fn stop(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((stop, thread)) = running {
+            drop(stop);
             let _ = thread.join();
         }
     }
@@ -625,6 +626,12 @@ mod tests {
         (DataDir::open(&path).unwrap(), path)
     }
 
+    /// The value of an integer PRAGMA on this connection.
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
     fn count(conn: &Connection) -> i64 {
         conn.query_row("SELECT count(*) FROM staff", [], |r| r.get(0))
             .unwrap()
@@ -645,9 +652,7 @@ mod tests {
         let conn = data.connect().unwrap();
         let other = data.connect().unwrap();
         let tx = begin_write(&conn).unwrap();
-        let sync: i64 = tx
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync = pragma(&tx, "synchronous");
         assert_eq!(
             sync, 1,
             "NORMAL inside the transaction: the fsync comes after"
@@ -656,9 +661,7 @@ mod tests {
         assert_eq!(count(&other), 0, "not visible before the commit");
         tx.commit().unwrap();
         assert_eq!(count(&other), 1);
-        let sync: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync = pragma(&conn, "synchronous");
         assert_eq!(sync, 2, "every other statement stays FULL");
         let _ = std::fs::remove_dir_all(path);
     }
@@ -673,9 +676,7 @@ mod tests {
         }
         assert!(conn.is_autocommit());
         assert_eq!(count(&conn), 0);
-        let sync: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync = pragma(&conn, "synchronous");
         assert_eq!(sync, 2);
         // And the turn was given back: the next writer gets in at once.
         let tx = begin_write(&conn).unwrap();
@@ -766,16 +767,12 @@ mod tests {
         let pool = Pool::new(&data, 2, 8).unwrap();
         {
             let conn = pool.get();
-            let auto: i64 = conn
-                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-                .unwrap();
+            let auto = pragma(&conn, "wal_autocheckpoint");
             assert_eq!(
                 auto, 0,
                 "a committing worker would checkpoint in its write turn"
             );
-            let cache: i64 = conn
-                .query_row("PRAGMA cache_size", [], |r| r.get(0))
-                .unwrap();
+            let cache = pragma(&conn, "cache_size");
             assert_eq!(
                 cache,
                 -8 * 1024,

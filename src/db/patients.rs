@@ -415,7 +415,7 @@ pub fn has_portal_history(conn: &Connection, patient_id: i64) -> rusqlite::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::search_words;
+    use super::{insert, search, search_words, PatientFields};
 
     fn words(q: &str) -> Vec<(String, String, String)> {
         search_words(q)
@@ -441,5 +441,70 @@ mod tests {
         // The last code point has no next one: the range ends after the one before it.
         assert_eq!(words("a\u{10FFFF}")[0].2, "b");
         assert_eq!(words("one two three four five").len(), 4);
+    }
+
+    #[test]
+    fn search_merges_first_name_last_name_and_email_matches_in_name_order_by_page() {
+        let path = std::env::temp_dir().join(format!(
+            "carepost-search-{}-{}",
+            std::process::id(),
+            crate::crypto::random_token()
+        ));
+        let data = crate::db::DataDir::open(&path).unwrap();
+        let conn = data.connect().unwrap();
+        for (first, last, email) in [
+            ("Alex", "Rivera", "alex@example.org"),
+            ("Rivka", "Adams", "r.adams@example.org"),
+            ("Sam", "Zhou", "rivers@example.org"),
+            ("Riva", "Riverton", "riva@example.org"),
+            ("Morgan", "Rivera", "m.rivera@example.org"),
+            ("Dana", "Cole", "dana@example.org"),
+        ] {
+            let fields = PatientFields {
+                first_name: first,
+                last_name: last,
+                date_of_birth: "1980-01-02",
+                email,
+                phone: "",
+            };
+            insert(&conn, &fields, 0).unwrap();
+        }
+        let names = |query: &str, page: u32, per_page: u32| {
+            let (found, more) = search(&conn, query, page, per_page, 0).unwrap();
+            let names: Vec<String> = found
+                .iter()
+                .map(|p| format!("{} {}", p.first_name, p.last_name))
+                .collect();
+            (names, more)
+        };
+        // Last name, first name and email matches, each once, by last name then first name.
+        let all = [
+            "Rivka Adams",
+            "Alex Rivera",
+            "Morgan Rivera",
+            "Riva Riverton",
+            "Sam Zhou",
+        ];
+        assert_eq!(names("RIV", 1, 10), (all.map(String::from).to_vec(), false));
+        // Pages cut the merged order.
+        assert_eq!(
+            names("riv", 1, 2),
+            (all[..2].iter().map(|n| n.to_string()).collect(), true)
+        );
+        assert_eq!(
+            names("riv", 2, 2),
+            (all[2..4].iter().map(|n| n.to_string()).collect(), true)
+        );
+        assert_eq!(
+            names("riv", 3, 2),
+            (all[4..].iter().map(|n| n.to_string()).collect(), false)
+        );
+        // Every word must begin one of the three, in any order.
+        assert_eq!(names("riv mor", 1, 10).0, ["Morgan Rivera"]);
+        assert_eq!(names("m.riv morgan", 1, 10).0, ["Morgan Rivera"]);
+        assert!(names("riv dana", 1, 10).0.is_empty());
+        assert!(names("ivera", 1, 10).0.is_empty(), "only beginnings match");
+        drop(conn);
+        let _ = std::fs::remove_dir_all(path);
     }
 }
