@@ -1616,10 +1616,11 @@ fn staff_read_reply_forward_archive_and_file_threads() {
     portal_view.assert_lacks(note).assert_lacks("Forwarded to");
     assert!(shown(&portal_view).iter().all(|m| !m.internal));
     assert_eq!(shown(&portal_view).len(), 2);
-    assert_eq!(
-        row(&rows(&jordan.get("/portal/messages")), SPORTS).cells[3],
-        "2"
-    );
+    // The patient's mailbox still names the member the thread was addressed to, not Kim.
+    let mailbox = rows(&jordan.get("/portal/messages"));
+    let sports_row = row(&mailbox, SPORTS);
+    assert_eq!(sports_row.cells[1], "Dr. Morgan Lee, MD");
+    assert_eq!(sports_row.cells[3], "2");
 
     // Archive is per user: out of Lee's inbox, into Archived; Kim keeps it; nothing erased.
     let before = stored(&server);

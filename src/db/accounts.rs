@@ -293,21 +293,34 @@ pub fn accesses_for_account(
 ) -> rusqlite::Result<Vec<PatientAccess>> {
     let mut stmt = conn.prepare_cached(
         "SELECT a.patient_id, p.first_name || ' ' || p.last_name, a.role, a.relationship,
-                a.status = 'active'
+                a.status = 'active', p.first_name
            FROM portal_access a JOIN patient p ON p.id = a.patient_id
-          WHERE a.account_id = ?1
-          ORDER BY a.status = 'active' DESC, a.role = 'self' DESC, p.first_name, p.id",
+          WHERE a.account_id = ?1",
     )?;
-    let rows = stmt.query_map([account_id], |r| {
-        Ok(PatientAccess {
-            patient_id: r.get(0)?,
-            patient_name: r.get(1)?,
-            role: r.get(2)?,
-            relationship: r.get(3)?,
-            active: r.get(4)?,
-        })
-    })?;
-    rows.collect()
+    let mut rows = stmt
+        .query_map([account_id], |r| {
+            let access = PatientAccess {
+                patient_id: r.get(0)?,
+                patient_name: r.get(1)?,
+                role: r.get(2)?,
+                relationship: r.get(3)?,
+                active: r.get(4)?,
+            };
+            Ok((access, r.get::<_, String>(5)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Active first, the account's own record first among them, then by first name. Sorted
+    // here: an account has a handful of rows, and SQLite would build a sorter for them on
+    // every request.
+    rows.sort_by(|(a, a_first), (b, b_first)| {
+        (!a.active, a.role != "self", a_first, a.patient_id).cmp(&(
+            !b.active,
+            b.role != "self",
+            b_first,
+            b.patient_id,
+        ))
+    });
+    Ok(rows.into_iter().map(|(access, _)| access).collect())
 }
 
 /// The role ('self' or 'caregiver') an account holds, or held, for a patient.

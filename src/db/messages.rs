@@ -150,6 +150,28 @@ pub struct MailboxRow {
     pub unread: bool,
 }
 
+/// The name a patient's mailbox gives the practice side of thread `t`: the first staff member
+/// it was addressed to ("Jamie Kim, NP"), never a colleague it was forwarded to later. The
+/// first is the lowest rowid of the thread's rows, found in the thread's index range without
+/// sorting them.
+const CORRESPONDENT: &str = "coalesce(
+    (SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
+       FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
+      WHERE ts.rowid = (SELECT min(rowid) FROM thread_staff WHERE thread_id = t.id)),
+    'The practice')";
+
+pub(crate) fn mailbox_sql() -> String {
+    format!(
+        "SELECT {THREAD_COLUMNS}, {CORRESPONDENT},
+                t.last_staff_message_id > coalesce((SELECT r.last_read_message_id FROM thread_portal_read r
+                                                    WHERE r.thread_id = t.id AND r.account_id = ?2), 0)
+           FROM thread t
+          WHERE t.patient_id = ?1
+          ORDER BY t.last_visible_at DESC, t.id DESC
+          LIMIT ?3 OFFSET ?4"
+    )
+}
+
 /// The patient's threads, newest activity first, one page at a time (plus whether more follow).
 pub fn mailbox(
     conn: &Connection,
@@ -158,18 +180,7 @@ pub fn mailbox(
     page: u32,
     per_page: u32,
 ) -> rusqlite::Result<(Vec<MailboxRow>, bool)> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {THREAD_COLUMNS},
-                coalesce((SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
-                            FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
-                           WHERE ts.thread_id = t.id ORDER BY ts.rowid LIMIT 1), 'The practice'),
-                t.last_staff_message_id > coalesce((SELECT r.last_read_message_id FROM thread_portal_read r
-                                                    WHERE r.thread_id = t.id AND r.account_id = ?2), 0)
-           FROM thread t
-          WHERE t.patient_id = ?1
-          ORDER BY t.last_visible_at DESC, t.id DESC
-          LIMIT ?3 OFFSET ?4"
-    ))?;
+    let mut stmt = conn.prepare_cached(&mailbox_sql())?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
     let rows = stmt.query_map(
         params![patient_id, account_id, i64::from(per_page) + 1, offset],
@@ -541,20 +552,16 @@ pub fn mark_reminded(
     Ok(())
 }
 
-/// The practice member a patient's thread is with, as the patient's mailbox names them: the
-/// first staff member it was addressed to ("Jamie Kim, NP"), never a colleague it was
-/// forwarded to later. None for a thread that is not this patient's.
+/// The practice member a patient's thread is with, as the patient's mailbox names them (see
+/// `CORRESPONDENT`). None for a thread that is not this patient's.
 pub fn correspondent(
     conn: &Connection,
     patient_id: i64,
     thread_id: i64,
 ) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(
-        "SELECT coalesce((SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
-                            FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
-                           WHERE ts.thread_id = t.id ORDER BY ts.rowid LIMIT 1), 'The practice')
-           FROM thread t WHERE t.id = ?1 AND t.patient_id = ?2",
-    )?
+    conn.prepare_cached(&format!(
+        "SELECT {CORRESPONDENT} FROM thread t WHERE t.id = ?1 AND t.patient_id = ?2"
+    ))?
     .query_row(params![thread_id, patient_id], |r| r.get(0))
     .optional()
 }

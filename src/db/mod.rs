@@ -717,6 +717,35 @@ mod tests {
     }
 
     #[test]
+    fn patient_mailbox_reads_one_index_range_and_sorts_nothing() {
+        let (data, path) = fresh("mailbox-plan");
+        let conn = data.connect().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                super::messages::mailbox_sql()
+            ))
+            .unwrap()
+            .query_map(rusqlite::params![1, 1, 21, 0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.starts_with("SEARCH t USING")
+                && l.contains("INDEX thread_by_patient (patient_id=?)")),
+            "{plan:?}"
+        );
+        // Neither the page nor the name of each thread's first staff member needs a sort.
+        assert!(
+            !plan
+                .iter()
+                .any(|l| l.starts_with("SCAN") || l.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
     fn patient_search_reads_index_ranges_not_every_patient() {
         let (data, path) = fresh("search");
         let conn = data.connect().unwrap();

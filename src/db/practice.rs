@@ -2,6 +2,7 @@
 
 use crate::crypto;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Practice {
@@ -39,6 +40,52 @@ pub fn get(conn: &Connection) -> rusqlite::Result<Option<Practice>> {
         },
     )
     .optional()
+}
+
+/// The practice row kept in memory: every page shows the practice's name and most check a
+/// setting, and reading the row costs a database transaction each time. Once the row exists
+/// only `update` changes it, and whoever commits an update calls `forget` afterwards. A read
+/// that began before a `forget` is not kept, so a value read just before an update commits
+/// cannot stay in memory after it. No row (before first-run setup) is never kept.
+#[derive(Default)]
+pub struct Memo {
+    state: Mutex<MemoState>,
+}
+
+#[derive(Default)]
+struct MemoState {
+    /// Counts `forget` calls.
+    generation: u64,
+    row: Option<Practice>,
+}
+
+impl Memo {
+    /// The kept row, or the one `read` returns (kept for next time).
+    pub fn get(
+        &self,
+        read: impl FnOnce() -> rusqlite::Result<Option<Practice>>,
+    ) -> rusqlite::Result<Option<Practice>> {
+        let generation = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(row) = &state.row {
+                return Ok(Some(row.clone()));
+            }
+            state.generation
+        };
+        let row = read()?;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.generation == generation {
+            state.row.clone_from(&row);
+        }
+        Ok(row)
+    }
+
+    /// Drops the kept row; call after committing a change to it.
+    pub fn forget(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.generation += 1;
+        state.row = None;
+    }
 }
 
 pub fn insert(
@@ -102,4 +149,61 @@ pub fn setup_token_valid(conn: &Connection, token: &str, now: i64) -> rusqlite::
         params![crypto::sha256_hex(token.as_bytes()), now],
         |r| r.get(0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn named(name: &str) -> Practice {
+        Practice {
+            name: name.into(),
+            phone: String::new(),
+            messaging_enabled: true,
+            auto_chart: false,
+            archive_for_everyone: false,
+            invite_chosen_only: false,
+            auto_invite: false,
+            is_demo: false,
+        }
+    }
+
+    #[test]
+    fn memo_reads_once_until_forgotten() {
+        let memo = Memo::default();
+        let reads = Cell::new(0);
+        let read = |name: &str| {
+            reads.set(reads.get() + 1);
+            Ok(Some(named(name)))
+        };
+        assert_eq!(memo.get(|| read("A")).unwrap().unwrap().name, "A");
+        assert_eq!(memo.get(|| read("B")).unwrap().unwrap().name, "A");
+        assert_eq!(reads.get(), 1);
+        memo.forget();
+        assert_eq!(memo.get(|| read("B")).unwrap().unwrap().name, "B");
+        assert_eq!(reads.get(), 2);
+    }
+
+    #[test]
+    fn memo_keeps_no_missing_row_and_no_read_overtaken_by_forget() {
+        let memo = Memo::default();
+        // Before setup there is no row; the next read must look again.
+        assert!(memo.get(|| Ok(None)).unwrap().is_none());
+        assert_eq!(
+            memo.get(|| Ok(Some(named("A")))).unwrap().unwrap().name,
+            "A"
+        );
+        memo.forget();
+        // A read that began before an update committed returns what it read, but is not kept.
+        let stale = memo.get(|| {
+            memo.forget();
+            Ok(Some(named("old")))
+        });
+        assert_eq!(stale.unwrap().unwrap().name, "old");
+        assert_eq!(
+            memo.get(|| Ok(Some(named("new")))).unwrap().unwrap().name,
+            "new"
+        );
+    }
 }

@@ -32,6 +32,21 @@ pub struct App {
     pub store: crate::attachments::Store,
     pub clock: Clock,
     pub schema_version: i64,
+    /// The practice row, kept in memory (see `practice::Memo`).
+    pub practice_memo: db::practice::Memo,
+}
+
+impl App {
+    /// The practice's name and settings, or None before first-run setup.
+    pub fn practice_row(&self) -> rusqlite::Result<Option<db::practice::Practice>> {
+        self.practice_memo
+            .get(|| db::practice::get(&self.pool.get()))
+    }
+
+    /// The practice's name and settings; pages that need them are not found before setup.
+    pub fn practice(&self) -> Result<db::practice::Practice, AppError> {
+        self.practice_row()?.ok_or(AppError::NotFound)
+    }
 }
 
 /// Starts serving and returns when a SIGINT or SIGTERM has been handled: new connections are
@@ -92,6 +107,7 @@ pub fn serve(
         store,
         clock,
         schema_version: data.schema_version,
+        practice_memo: db::practice::Memo::default(),
     };
     prepare(&app)?;
     let app = slot.get_or_init(|| app);
@@ -146,11 +162,11 @@ fn remind_unread(app: &App) {
     if app.config.reminder_business_hours == 0 {
         return;
     }
-    let mut conn = app.pool.get();
-    let practice = match db::practice::get(&conn) {
+    let practice = match app.practice_row() {
         Ok(Some(p)) => p.name,
         _ => return,
     };
+    let mut conn = app.pool.get();
     let offset = app.config.utc_offset().unwrap_or(0);
     let result = crate::reminders::sweep(
         &mut conn,

@@ -6,7 +6,6 @@ use super::views::layout::{message_page, page, Context};
 use super::views::{self, csrf_field, error_summary, Field, FieldErrors};
 use super::{client, csrf, html, notice_text, session, App};
 use crate::auth;
-use crate::db::practice;
 use crate::db::sessions::Audience;
 use crate::error::{AppError, AppResult};
 use maud::html;
@@ -76,9 +75,7 @@ fn forgot_submit(app: &App, request: &Request, audience: Audience) -> AppResult<
                 .with_status_code(400),
         );
     }
-    let practice_name = practice::get(&app.pool.get())?
-        .map(|p| p.name)
-        .unwrap_or_default();
+    let practice_name = app.practice_row()?.map(|p| p.name).unwrap_or_default();
     auth::request_reset(
         &mut app.pool.get(),
         &practice_name,

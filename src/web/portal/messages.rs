@@ -4,7 +4,7 @@
 use crate::dates::format_local;
 use crate::db::accounts;
 use crate::db::messages as store;
-use crate::db::practice::{self, Practice};
+use crate::db::practice::Practice;
 use crate::error::{AppError, AppResult, FieldErrors};
 use crate::messaging::{self, PortalCaller, Sent};
 use crate::web::form::Form;
@@ -31,7 +31,7 @@ struct Caller {
 
 fn caller(app: &App, request: &Request) -> AppResult<Caller> {
     let session = session::portal_user(app, request)?;
-    let practice = practice::get(&app.pool.get())?.ok_or(AppError::NotFound)?;
+    let practice = app.practice()?;
     let Some(acting) = session.acting.clone() else {
         return Err(AppError::AccessEnded);
     };

@@ -14,10 +14,6 @@ use crate::web::{client, csrf, html, notice_text, App};
 use maud::html;
 use rouille::{Request, Response};
 
-fn practice_of(app: &App) -> AppResult<Practice> {
-    practice::get(&app.pool.get())?.ok_or(AppError::NotFound)
-}
-
 fn level_options() -> Vec<(String, String)> {
     (1u8..=4)
         .map(|n| (n.to_string(), super::access_level_label(n).to_owned()))
@@ -149,7 +145,7 @@ pub fn create_user(app: &App, request: &Request, _: &Params) -> AppResult<Respon
     let caller = session::administrator(app, request)?;
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     let actor = Actor::staff(caller.staff.id, &client(request));
     let result = staff::create_user(
         &mut app.pool.get(),
@@ -247,7 +243,7 @@ pub fn send_password_link(app: &App, request: &Request, params: &Params) -> AppR
     let t = target(app, params)?;
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     let actor = Actor::staff(caller.staff.id, &client(request));
     staff::send_password_link(
         &mut app.pool.get(),
@@ -307,7 +303,7 @@ fn settings_page(
 
 pub fn settings(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     let caller = session::administrator(app, request)?;
-    let p = practice_of(app)?;
+    let p = app.practice()?;
     Ok(settings_page(
         app,
         &caller,
@@ -321,7 +317,7 @@ pub fn save_settings(app: &App, request: &Request, _: &Params) -> AppResult<Resp
     let caller = session::administrator(app, request)?;
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
-    let before = practice_of(app)?;
+    let before = app.practice()?;
     let after = Practice {
         name: form.trimmed("name").to_owned(),
         phone: form.trimmed("phone").to_owned(),
@@ -374,6 +370,7 @@ pub fn save_settings(app: &App, request: &Request, _: &Params) -> AppResult<Resp
         }
     }
     tx.commit()?;
+    app.practice_memo.forget();
     Ok(Response::redirect_303(
         "/practice/admin/settings?notice=saved",
     ))

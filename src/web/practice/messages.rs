@@ -6,7 +6,6 @@ use crate::dates::format_local;
 use crate::db::accounts;
 use crate::db::messages::{self as store, StaffBox};
 use crate::db::patients::{self, PortalStatus};
-use crate::db::practice::{self, Practice};
 use crate::error::{AppError, AppResult, FieldErrors};
 use crate::messaging::{self, Sent};
 use crate::web::form::{self, Form};
@@ -23,10 +22,6 @@ use maud::html;
 use rouille::{Request, Response};
 
 const PER_PAGE: u32 = 25;
-
-fn practice_of(app: &App) -> AppResult<Practice> {
-    practice::get(&app.pool.get())?.ok_or(AppError::NotFound)
-}
 
 fn page_param(request: &Request) -> u32 {
     request
@@ -103,7 +98,7 @@ fn thread_page(
     status: u16,
 ) -> AppResult<Response> {
     let now = app.clock.now();
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     let (thread, shown) = messaging::staff_reads(
         &mut app.pool.get(),
         &caller.staff,
@@ -256,7 +251,7 @@ fn set_archived(
     archived: bool,
 ) -> AppResult<Response> {
     let (caller, _) = signed_form(app, request)?;
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     let id = params.id(0)?;
     messaging::archive(
         &mut app.pool.get(),
@@ -390,7 +385,7 @@ fn compose_page(
 ) -> AppResult<Response> {
     let patient =
         patients::get(&app.pool.get(), patient_id, app.clock.now())?.ok_or(AppError::NotFound)?;
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     let chart_default = if form.get("key").is_empty() {
         practice.auto_chart
     } else {
@@ -430,7 +425,7 @@ pub fn send(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     if let Some((errors, status)) = upload.refusal() {
         return compose_page(app, &caller, patient_id, form, &errors, status);
     }
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     let sent = messaging::staff_starts(
         &mut app.pool.get(),
         &practice,

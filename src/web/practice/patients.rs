@@ -5,7 +5,7 @@ use crate::dates::format_local;
 use crate::db::accounts::{self, CaregiverAccess};
 use crate::db::messages;
 use crate::db::patients::{self, Invitation, Patient, PatientFields, PortalStatus};
-use crate::db::practice::{self, Practice};
+use crate::db::practice::Practice;
 use crate::error::{AppError, AppResult, FieldErrors};
 use crate::patients::{self as patient_rules, Saved};
 use crate::portal_access::{self, InviteRequest};
@@ -19,10 +19,6 @@ use maud::{html, Markup};
 use rouille::{Request, Response};
 
 const PER_PAGE: u32 = 25;
-
-fn practice_of(app: &App) -> AppResult<Practice> {
-    practice::get(&app.pool.get())?.ok_or(AppError::NotFound)
-}
 
 fn actor(caller: &StaffCaller, request: &Request) -> Actor {
     Actor::staff(caller.staff.id, &client(request))
@@ -151,7 +147,7 @@ fn save(app: &App, request: &Request, id: Option<i64>) -> AppResult<Response> {
     let caller = session::staff(app, request)?;
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     let saved = patient_rules::save(
         &mut app.pool.get(),
         &practice,
@@ -237,7 +233,7 @@ pub fn show(app: &App, request: &Request, params: &Params) -> AppResult<Response
     let caller = session::staff(app, request)?;
     let p = load(app, params)?;
     let now = app.clock.now();
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     // Clinical staff (level 2 and up) see every thread with the patient and the chart.
     let clinical = caller.staff.access_level >= 2;
     let (pending, caregivers, threads, documents) = {
@@ -415,7 +411,7 @@ fn invite_guard(
 ) -> AppResult<(StaffCaller, Patient, Practice)> {
     let caller = session::staff(app, request)?;
     let p = load(app, params)?;
-    let practice = practice_of(app)?;
+    let practice = app.practice()?;
     if !portal_access::may_invite(&practice, &caller.staff)
         || (caregiver && !portal_access::may_invite_caregiver(&caller.staff))
     {

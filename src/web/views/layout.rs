@@ -95,7 +95,7 @@ impl Context {
 }
 
 fn practice_row(app: &App) -> Option<practice::Practice> {
-    practice::get(&app.pool.get()).ok().flatten()
+    app.practice_row().ok().flatten()
 }
 
 fn practice_name(app: &App) -> Option<String> {
