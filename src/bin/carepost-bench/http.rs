@@ -51,6 +51,16 @@ impl Client {
         }
     }
 
+    /// The jar as a Cookie header's value.
+    pub fn cookie_header(&self) -> String {
+        let jar: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        jar.join("; ")
+    }
+
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
         self.request("GET", path, None, &[])
     }
@@ -104,12 +114,7 @@ impl Client {
             self.addr
         );
         if !self.cookies.is_empty() {
-            let jar: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            head.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));
+            head.push_str(&format!("Cookie: {}\r\n", self.cookie_header()));
         }
         if let Some(ct) = content_type {
             head.push_str(&format!("Content-Type: {ct}\r\n"));

@@ -166,7 +166,16 @@ pub fn run_beside<C: Send, B: Send>(
 
 /// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_seconds_in(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds (user + system) the calling thread has used so far.
+pub fn thread_cpu_seconds() -> f64 {
+    cpu_seconds_in("/proc/thread-self/stat")
+}
+
+fn cpu_seconds_in(stat_file: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
     // Fields after the command name (which ends with the last ')'): utime is the 12th, stime 13th.
     let fields: Vec<&str> = stat
         .rsplit_once(')')

@@ -8,6 +8,7 @@
 
 mod dataset;
 mod http;
+mod inprocess;
 mod load;
 mod report;
 mod server;
@@ -256,6 +257,46 @@ fn measure_pages(
     Ok(out)
 }
 
+/// The address of the stylesheet every page links to.
+fn stylesheet(addr: SocketAddr) -> Result<String, String> {
+    let page = Client::new(addr)
+        .get("/portal/login")
+        .map_err(|e| e.to_string())?;
+    http::between(&page.text(), "href=\"/assets/", "\"")
+        .map(|name| format!("/assets/{name}"))
+        .ok_or_else(|| "no stylesheet link on the sign-in page".to_owned())
+}
+
+/// Each request's own work without HTTP (see `inprocess`): the stylesheet, then every page
+/// kind, signed in as the first probe patient and staff member. In microseconds of CPU.
+fn measure_own_work(
+    addr: SocketAddr,
+    data: &Path,
+    probe: &Probe,
+    duration: Duration,
+) -> Result<Vec<(String, f64)>, String> {
+    let handler = inprocess::Handler::open(data)?;
+    let portal = sign_in(addr, probe, true)?;
+    let staff = sign_in(addr, probe, false)?;
+    let mut out = vec![(
+        STATIC_ASSET.to_owned(),
+        handler.cost(&stylesheet(addr)?, "", duration)?,
+    )];
+    for page in Page::ALL {
+        let signed = if page.portal() { &portal } else { &staff };
+        let cost = handler.cost(
+            &page.path(&signed.probe),
+            &signed.client.cookie_header(),
+            duration,
+        )?;
+        say(&format!("  {:<34} {cost:>5.0} µs", page.name()));
+        out.push((page.name().to_owned(), cost));
+    }
+    Ok(out)
+}
+
+const STATIC_ASSET: &str = "Static asset (baseline)";
+
 /// The same server answering its stylesheet (the address every page links to).
 fn static_baseline(
     addr: SocketAddr,
@@ -263,12 +304,7 @@ fn static_baseline(
     clients: usize,
     seconds: Duration,
 ) -> Result<Figures, String> {
-    let page = Client::new(addr)
-        .get("/portal/login")
-        .map_err(|e| e.to_string())?;
-    let css = http::between(&page.text(), "href=\"/assets/", "\"")
-        .map(|name| format!("/assets/{name}"))
-        .ok_or("no stylesheet link on the sign-in page")?;
+    let css = stylesheet(addr)?;
     // Connections are opened one after the other, as the signed-in clients' are: a burst of
     // new connections can leave one unserved in tiny_http until the idle watch ends it (see the
     // README's Performance section).
@@ -555,7 +591,7 @@ fn run(args: &Args) -> Result<u64, String> {
         report.idle_mib = rss_mib(server.pid());
         let watch = MemoryWatch::start(server.pid());
 
-        say("Static asset (baseline)");
+        say(STATIC_ASSET);
         let baseline = static_baseline(server.addr, server.pid(), args.clients, seconds)?;
         say(&format!(
             "  {:>8.0}/s  p99 {:.2} ms  errors {} {}",
@@ -572,6 +608,13 @@ fn run(args: &Args) -> Result<u64, String> {
             seconds,
         )?;
         by_size.push((bench.messages, pages.clone()));
+        say("Each request's own work: the handler called in this process, one request at a time");
+        report.own_work = measure_own_work(
+            server.addr,
+            &data,
+            &bench.probes[0],
+            seconds.min(Duration::from_secs(2)),
+        )?;
 
         // Pages while others sign in: half the clients in the portal, half in the practice,
         // each going round every page kind.
@@ -735,7 +778,7 @@ fn run(args: &Args) -> Result<u64, String> {
         let ratio = |f: &Figures| f.per_second() / baseline.per_second().max(1e-9);
         report
             .rows
-            .push(Row::new("Static asset (baseline)", &baseline, None));
+            .push(Row::new(STATIC_ASSET, &baseline, None));
         for (page, f) in &pages {
             report.rows.push(Row::new(page.name(), f, Some(ratio(f))));
         }

@@ -79,6 +79,8 @@ pub struct Report {
     pub baseline_store_mb_s: f64,
     pub baseline_hash_mb_s: f64,
     pub rows: Vec<Row>,
+    /// Each request's own work without HTTP, in µs of CPU (see `inprocess`).
+    pub own_work: Vec<(String, f64)>,
     pub goals: Vec<Goal>,
     pub by_size: Vec<(u64, Vec<(String, Figures)>)>,
     pub errors: u64,
@@ -214,6 +216,7 @@ impl Report {
             "\nBaselines: static asset from the same server; `sha256sum` + durable write of the same bytes {:.0} MB/s; `sha256sum` alone {:.0} MB/s; disk {:.0} fsyncs/s (4 KiB writes).\n",
             self.baseline_store_mb_s, self.baseline_hash_mb_s, self.fsyncs_per_second
         );
+        self.own_work_table(&mut md);
         if self.by_size.len() > 1 {
             let _ = writeln!(md, "## Page p99 as the history grows\n");
             let mut head = String::from("| Page |");
@@ -285,6 +288,40 @@ impl Report {
         md
     }
 
+    /// A request's server CPU over HTTP split into its own work (the handler alone, in
+    /// process) and the rest (parsing, the socket, tiny_http's threads, the log line).
+    fn own_work_table(&self, md: &mut String) {
+        let over_http = |name: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.figures.server_cpu_us)
+                .filter(|&us| us > 0.0)
+        };
+        if self.own_work.is_empty() {
+            return;
+        }
+        let _ = writeln!(md, "## Where a request's server CPU goes
+");
+        let _ = writeln!(
+            md,
+            "| Request | Over HTTP | Its own work (handler alone, in process) | The rest (HTTP, threads, log line) |\n|---|---:|---:|---:|"
+        );
+        for (name, own) in &self.own_work {
+            let (http, rest) = over_http(name).map_or(("—".into(), "—".into()), |h| {
+                (format!("{h:.0} µs"), format!("{:.0} µs", h - own))
+            });
+            let _ = writeln!(md, "| {name} | {http} | {own:.0} µs | {rest} |");
+        }
+        if let Some(limit) = self.own_work.first().and_then(|(n, _)| over_http(n)) {
+            let _ = writeln!(
+                md,
+                "\nHalf the static asset's throughput leaves a page at most {:.0} µs of server CPU (twice the static asset's).\n",
+                2.0 * limit
+            );
+        }
+    }
+
     fn json(&self) -> String {
         let mut j = String::from("{\n");
         let _ = writeln!(j, "  \"machine\": {},", json_str(&self.machine));
@@ -328,6 +365,12 @@ impl Report {
             })
             .collect();
         let _ = writeln!(j, "  \"by_size\": [\n{}\n  ],", sizes.join(",\n"));
+        let own: Vec<String> = self
+            .own_work
+            .iter()
+            .map(|(name, us)| format!("{}: {}", json_str(name), json_num(*us)))
+            .collect();
+        let _ = writeln!(j, "  \"own_work_us\": {{{}}},", own.join(", "));
         let _ = writeln!(
             j,
             "  \"resources\": {{\"startup_seconds\": {}, \"idle_mib\": {}, \"peak_mib\": {}, \"db_bytes_per_message\": {}, \"binary_bytes\": {}, \"fsyncs_per_second\": {}, \"baseline_store_mb_s\": {}, \"baseline_hash_mb_s\": {}}},",
