@@ -150,14 +150,12 @@ pub struct MailboxRow {
     pub unread: bool,
 }
 
-/// The name a patient's mailbox gives the practice side of thread `t`: the first staff member
-/// it was addressed to ("Jamie Kim, NP"), never a colleague it was forwarded to later. The
-/// first is the lowest rowid of the thread's rows, found in the thread's index range without
-/// sorting them.
+/// The name a patient's mailbox gives the practice side of thread `t`: the staff member it
+/// was first addressed to ("Jamie Kim, NP"), never a colleague it was forwarded to later
+/// (`first_staff_id`, set by a trigger when the thread's first staff row is added).
 const CORRESPONDENT: &str = "coalesce(
     (SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
-       FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
-      WHERE ts.rowid = (SELECT min(rowid) FROM thread_staff WHERE thread_id = t.id)),
+       FROM staff s WHERE s.id = t.first_staff_id),
     'The practice')";
 
 pub(crate) fn mailbox_sql() -> String {
@@ -362,20 +360,13 @@ pub struct InboxRow {
     pub last_activity_at: i64,
 }
 
-/// One page of a staff member's box, newest activity first.
-pub fn staff_box(
-    conn: &Connection,
-    staff_id: i64,
-    which: StaffBox,
-    page: u32,
-    per_page: u32,
-) -> rusqlite::Result<(Vec<InboxRow>, bool)> {
+pub(crate) fn staff_box_sql(which: StaffBox) -> String {
     let filter = match which {
         StaffBox::Inbox => "ts.archived = 0",
         StaffBox::Archived => "ts.archived = 1",
         StaffBox::Sent => "ts.has_sent = 1",
     };
-    let mut stmt = conn.prepare_cached(&format!(
+    format!(
         "SELECT {THREAD_COLUMNS}, p.first_name || ' ' || p.last_name, p.date_of_birth,
                 ts.unread, ts.last_activity_at
            FROM thread_staff ts
@@ -384,7 +375,18 @@ pub fn staff_box(
           WHERE ts.staff_id = ?1 AND {filter}
           ORDER BY ts.last_activity_at DESC, ts.thread_id DESC
           LIMIT ?2 OFFSET ?3"
-    ))?;
+    )
+}
+
+/// One page of a staff member's box, newest activity first.
+pub fn staff_box(
+    conn: &Connection,
+    staff_id: i64,
+    which: StaffBox,
+    page: u32,
+    per_page: u32,
+) -> rusqlite::Result<(Vec<InboxRow>, bool)> {
+    let mut stmt = conn.prepare_cached(&staff_box_sql(which))?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
     let rows = stmt.query_map(params![staff_id, i64::from(per_page) + 1, offset], |r| {
         Ok(InboxRow {

@@ -749,32 +749,96 @@ mod tests {
         let _ = std::fs::remove_dir_all(path);
     }
 
-    #[test]
-    fn patient_mailbox_reads_one_index_range_and_sorts_nothing() {
-        let (data, path) = fresh("mailbox-plan");
-        let conn = data.connect().unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!(
-                "EXPLAIN QUERY PLAN {}",
-                super::messages::mailbox_sql()
-            ))
+    fn plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map(rusqlite::params![1, 1, 21, 0], |r| r.get::<_, String>(3))
+            .query_map(params, |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn mailbox_and_inbox_read_one_index_range_and_sort_nothing() {
+        let (data, path) = fresh("list-plans");
+        let conn = data.connect().unwrap();
+        let mailbox = plan(
+            &conn,
+            &super::messages::mailbox_sql(),
+            rusqlite::params![1, 1, 21, 0],
+        );
         assert!(
-            plan.iter().any(|l| l.starts_with("SEARCH t USING")
+            mailbox.iter().any(|l| l.starts_with("SEARCH t USING")
                 && l.contains("INDEX thread_by_patient (patient_id=?)")),
-            "{plan:?}"
+            "{mailbox:?}"
         );
-        // Neither the page nor the name of each thread's first staff member needs a sort.
+        // Each row's staff name is one primary-key lookup (the thread's first_staff_id).
         assert!(
-            !plan
+            mailbox
                 .iter()
-                .any(|l| l.starts_with("SCAN") || l.contains("TEMP B-TREE")),
-            "{plan:?}"
+                .all(|l| !l.contains("thread_staff") && !l.starts_with("SCAN")),
+            "{mailbox:?}"
         );
+        let inbox = plan(
+            &conn,
+            &super::messages::staff_box_sql(super::messages::StaffBox::Inbox),
+            rusqlite::params![1, 26, 0],
+        );
+        // The inbox's rows come from its index alone (unread included), then two lookups each.
+        assert!(
+            inbox.iter().any(|l| l.starts_with(
+                "SEARCH ts USING COVERING INDEX thread_staff_box (staff_id=? AND archived=?)"
+            )),
+            "{inbox:?}"
+        );
+        for p in [&mailbox, &inbox] {
+            assert!(!p.iter().any(|l| l.contains("TEMP B-TREE")), "{p:?}");
+        }
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn a_thread_keeps_the_staff_member_it_was_first_addressed_to() {
+        let path = std::env::temp_dir().join(format!(
+            "carepost-db-first-staff-{}-{}",
+            std::process::id(),
+            crate::crypto::random_token()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        let mut conn = Connection::open(path.join("old.db")).unwrap();
+        // A database from before the column: its threads get it from their first staff row.
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(8))
+            .run(&mut conn)
+            .unwrap();
+        add_staff(&conn, 1);
+        add_staff(&conn, 2);
+        conn.execute_batch(
+            "INSERT INTO patient (id, first_name, last_name, date_of_birth, email, created_at)
+                  VALUES (1, 'Riley', 'Morgan', '2010-01-01', '', 0);
+             INSERT INTO thread (id, patient_id, subject, started_by, created_at, last_visible_at)
+                  VALUES (1, 1, 'Old', 'portal', 0, 0);
+             INSERT INTO thread_staff (thread_id, staff_id, last_activity_at) VALUES (1, 2, 0);
+             INSERT INTO thread_staff (thread_id, staff_id, last_activity_at) VALUES (1, 1, 0);",
+        )
+        .unwrap();
+        embedded::migrations::runner().run(&mut conn).unwrap();
+        let first = |conn: &Connection, thread: i64| -> Option<i64> {
+            conn.query_row(
+                "SELECT first_staff_id FROM thread WHERE id = ?1",
+                [thread],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(first(&conn, 1), Some(2));
+        // A new thread: set by its first staff row, kept when another member joins.
+        let thread = super::messages::insert_thread(&conn, 1, "New", "portal", 0).unwrap();
+        assert_eq!(first(&conn, thread), None);
+        super::messages::address_to_staff(&conn, thread, 1, true, false, 0).unwrap();
+        super::messages::address_to_staff(&conn, thread, 2, true, false, 0).unwrap();
+        super::messages::address_to_staff(&conn, thread, 1, false, true, 1).unwrap();
+        assert_eq!(first(&conn, thread), Some(1));
         let _ = std::fs::remove_dir_all(path);
     }
 

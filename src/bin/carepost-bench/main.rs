@@ -776,9 +776,7 @@ fn run(args: &Args) -> Result<u64, String> {
         report.build_seconds = build_seconds;
 
         let ratio = |f: &Figures| f.per_second() / baseline.per_second().max(1e-9);
-        report
-            .rows
-            .push(Row::new(STATIC_ASSET, &baseline, None));
+        report.rows.push(Row::new(STATIC_ASSET, &baseline, None));
         for (page, f) in &pages {
             report.rows.push(Row::new(page.name(), f, Some(ratio(f))));
         }

@@ -301,8 +301,11 @@ impl Report {
         if self.own_work.is_empty() {
             return;
         }
-        let _ = writeln!(md, "## Where a request's server CPU goes
-");
+        let _ = writeln!(
+            md,
+            "## Where a request's server CPU goes
+"
+        );
         let _ = writeln!(
             md,
             "| Request | Over HTTP | Its own work (handler alone, in process) | The rest (HTTP, threads, log line) |\n|---|---:|---:|---:|"
