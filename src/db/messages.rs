@@ -403,13 +403,16 @@ pub fn staff_box(
     Ok((rows, more))
 }
 
+/// A staff member's unread count, shown on every practice page: from the partial index of
+/// exactly those rows. Named, because SQLite would rather count through the inbox's index,
+/// which also holds `unread` but covers every row of the staff member's inbox (measured at
+/// 1,000,000 messages: 705 µs against 16 µs).
+pub(crate) const UNREAD_COUNT_SQL: &str =
+    "SELECT count(*) FROM thread_staff INDEXED BY thread_staff_unread
+  WHERE staff_id = ?1 AND unread = 1 AND archived = 0";
+
 pub fn unread_count(conn: &Connection, staff_id: i64) -> rusqlite::Result<i64> {
-    crate::db::cached_row(
-        conn,
-        "SELECT count(*) FROM thread_staff WHERE staff_id = ?1 AND unread = 1 AND archived = 0",
-        [staff_id],
-        |r| r.get(0),
-    )
+    crate::db::cached_row(conn, UNREAD_COUNT_SQL, [staff_id], |r| r.get(0))
 }
 
 /// This staff member's state of a thread (unread, archived), if it is on their list.

@@ -759,7 +759,7 @@ mod tests {
     }
 
     #[test]
-    fn mailbox_and_inbox_read_one_index_range_and_sort_nothing() {
+    fn mailbox_inbox_and_unread_count_read_one_index_range_and_sort_nothing() {
         let (data, path) = fresh("list-plans");
         let conn = data.connect().unwrap();
         let mailbox = plan(
@@ -791,9 +791,29 @@ mod tests {
             )),
             "{inbox:?}"
         );
-        for p in [&mailbox, &inbox] {
+        let boxes = |which| {
+            plan(
+                &conn,
+                &super::messages::staff_box_sql(which),
+                rusqlite::params![1, 26, 0],
+            )
+        };
+        let sent = boxes(super::messages::StaffBox::Sent);
+        assert!(
+            sent.iter()
+                .any(|l| l.contains("INDEX thread_staff_sent (staff_id=? AND has_sent=?)")),
+            "{sent:?}"
+        );
+        let archived = boxes(super::messages::StaffBox::Archived);
+        for p in [&mailbox, &inbox, &sent, &archived] {
             assert!(!p.iter().any(|l| l.contains("TEMP B-TREE")), "{p:?}");
         }
+        // The unread count reads only the unread rows.
+        let unread = plan(&conn, super::messages::UNREAD_COUNT_SQL, [1]);
+        assert!(
+            unread.len() == 1 && unread[0].ends_with("INDEX thread_staff_unread (staff_id=?)"),
+            "{unread:?}"
+        );
         let _ = std::fs::remove_dir_all(path);
     }
 
