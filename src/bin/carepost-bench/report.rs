@@ -289,7 +289,8 @@ impl Report {
     }
 
     /// A request's server CPU over HTTP split into its own work (the handler alone, in
-    /// process) and the rest (parsing, the socket, tiny_http's threads, the log line).
+    /// process, one request at a time) and the rest (parsing, the socket, tiny_http's threads,
+    /// the log line, and what the page's work loses to running among concurrent requests).
     fn own_work_table(&self, md: &mut String) {
         let over_http = |name: &str| {
             self.rows
@@ -308,7 +309,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "| Request | Over HTTP | Its own work (handler alone, in process) | The rest (HTTP, threads, log line) |\n|---|---:|---:|---:|"
+            "| Request | Over HTTP | Its own work (handler alone, in process) | The rest (HTTP, threads, log line, concurrency) |\n|---|---:|---:|---:|"
         );
         for (name, own) in &self.own_work {
             let (http, rest) = over_http(name).map_or(("—".into(), "—".into()), |h| {
