@@ -369,8 +369,11 @@ pub fn save_settings(app: &App, request: &Request, _: &Params) -> AppResult<Resp
             audit::record(&tx, &actor, "setting.change", None, setting, now)?;
         }
     }
-    tx.commit()?;
+    let committed = tx.commit();
+    // Forgotten even when the commit reports an error: a failed flush comes after COMMIT, so
+    // the new settings may be in force all the same.
     app.practice_memo.forget();
+    committed?;
     Ok(Response::redirect_303(
         "/practice/admin/settings?notice=saved",
     ))
