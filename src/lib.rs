@@ -1,5 +1,6 @@
 //! Carepost as a library: the binary (`src/main.rs`) and the benchmark program share it.
 
+pub mod allocator;
 pub mod attachments;
 pub mod audit;
 pub mod auth;

@@ -107,21 +107,8 @@ enum AdminCommand {
     },
 }
 
-/// glibc's allocator, tuned for a long-running server with many worker threads: large blocks
-/// (argon2's 19 MiB, upload buffers) always come from mmap and go back to the system when freed,
-/// instead of the threshold rising to their size and each worker's arena keeping them (measured:
-/// 288 MiB resident after a few sign-ins without this, see the README's Performance section).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    carepost::allocator::tune();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

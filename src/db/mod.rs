@@ -622,17 +622,23 @@ impl Drop for PooledConn<'_> {
     }
 }
 
+/// A path no other test uses, under the system's temporary folder (not created).
+#[cfg(test)]
+pub(crate) fn test_folder(label: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "carepost-db-{label}-{}-{}",
+        std::process::id(),
+        crate::crypto::random_token()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A fresh, migrated data folder under the system's temporary folder.
     fn fresh(label: &str) -> (DataDir, PathBuf) {
-        let path = std::env::temp_dir().join(format!(
-            "carepost-db-{label}-{}-{}",
-            std::process::id(),
-            crate::crypto::random_token()
-        ));
+        let path = test_folder(label);
         (DataDir::open(&path).unwrap(), path)
     }
 
@@ -819,11 +825,7 @@ mod tests {
 
     #[test]
     fn a_thread_keeps_the_staff_member_it_was_first_addressed_to() {
-        let path = std::env::temp_dir().join(format!(
-            "carepost-db-first-staff-{}-{}",
-            std::process::id(),
-            crate::crypto::random_token()
-        ));
+        let path = test_folder("first-staff");
         std::fs::create_dir_all(&path).unwrap();
         let mut conn = Connection::open(path.join("old.db")).unwrap();
         // A database from before the column: its threads get it from their first staff row.

@@ -445,11 +445,7 @@ mod tests {
 
     #[test]
     fn search_merges_first_name_last_name_and_email_matches_in_name_order_by_page() {
-        let path = std::env::temp_dir().join(format!(
-            "carepost-search-{}-{}",
-            std::process::id(),
-            crate::crypto::random_token()
-        ));
+        let path = crate::db::test_folder("search-merge");
         let data = crate::db::DataDir::open(&path).unwrap();
         let conn = data.connect().unwrap();
         for (first, last, email) in [

@@ -32,11 +32,28 @@ pub struct App {
     pub store: crate::attachments::Store,
     pub clock: Clock,
     pub schema_version: i64,
-    /// The practice row, kept in memory (see `practice::Memo`).
-    pub practice_memo: db::practice::Memo,
+    /// The practice row, kept in memory (see `practice::Memo`); the settings page forgets it.
+    practice_memo: db::practice::Memo,
 }
 
 impl App {
+    pub fn new(
+        config: Config,
+        pool: Pool,
+        store: crate::attachments::Store,
+        clock: Clock,
+        schema_version: i64,
+    ) -> App {
+        App {
+            config,
+            pool,
+            store,
+            clock,
+            schema_version,
+            practice_memo: db::practice::Memo::default(),
+        }
+    }
+
     /// The practice's name and settings, or None before first-run setup.
     pub fn practice_row(&self) -> rusqlite::Result<Option<db::practice::Practice>> {
         self.practice_memo
@@ -100,15 +117,8 @@ pub fn serve(
     if orphans > 0 {
         log::info!("removed {orphans} stored file(s) whose message was never committed");
     }
-    release_free_memory();
-    let app = App {
-        config,
-        pool,
-        store,
-        clock,
-        schema_version: data.schema_version,
-        practice_memo: db::practice::Memo::default(),
-    };
+    crate::allocator::release_free();
+    let app = App::new(config, pool, store, clock, data.schema_version);
     prepare(&app)?;
     let app = slot.get_or_init(|| app);
 
@@ -144,17 +154,6 @@ pub fn serve(
     data.checkpoint()?;
     log::info!("stopped cleanly");
     Ok(())
-}
-
-/// Hands memory freed after start-up back to the system: the tidy above holds every attachment
-/// reference at once, and the allocator kept that memory as the server's idle size (resident
-/// memory at start-up on the benchmark's folder of 50,000 attachments: 29.3 MiB before, 18.6 after).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's heaps to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Queues the unread-message reminders that are due (see `reminder_business_hours`).

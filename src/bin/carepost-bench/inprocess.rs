@@ -7,7 +7,7 @@
 use carepost::attachments::Store;
 use carepost::clock::Clock;
 use carepost::config::Config;
-use carepost::db::{practice, DataDir, Pool};
+use carepost::db::{DataDir, Pool};
 use carepost::web::App;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,14 +23,13 @@ impl Handler {
         let config = Config::default();
         let pool = Pool::new(&data, 1, config.page_cache_mib)?;
         Ok(Handler {
-            app: App {
-                store: Store::new(&data.path),
-                clock: Clock::system(),
-                schema_version: data.schema_version,
-                practice_memo: practice::Memo::default(),
+            app: App::new(
                 config,
                 pool,
-            },
+                Store::new(&data.path),
+                Clock::system(),
+                data.schema_version,
+            ),
         })
     }
 
