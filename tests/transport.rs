@@ -368,7 +368,9 @@ fn readme_nginx_config_covers_what_the_binary_cannot() {
     );
     assert!(lower.contains("strict-transport-security"), "{headers}");
 
-    // A header line of 64 KiB is refused by nginx and never reaches Carepost.
+    // A header line of 64 KiB is refused by nginx and never reaches Carepost. The server's log
+    // is read from its output by another thread: let the request above reach it first.
+    std::thread::sleep(Duration::from_millis(300));
     let requests_before = server.log().matches("GET /portal/login").count();
     let long = format!("X-Long: {}", "a".repeat(64 * 1024));
     let (status, _) = curl(proxy.https_port, &["-H", &long]);
