@@ -6,8 +6,8 @@ use crate::audit::{self, Actor};
 use crate::db::accounts::{self, Staff};
 use crate::db::attachments::{self, Attachment, NewAttachment};
 use crate::db::messages::{self, NewMessage, Sender, ShownMessage, Thread};
-use crate::db::patients;
 use crate::db::practice::Practice;
+use crate::db::{patients, Pool};
 use crate::error::{AppError, FieldErrors};
 use crate::outbox;
 use rusqlite::Connection;
@@ -445,59 +445,75 @@ pub fn staff_replies(
 /// Opens a thread for a staff member: the whole thread with internal notes; it becomes read
 /// for them. The read is audited.
 pub fn staff_reads(
-    conn: &mut Connection,
+    pool: &Pool,
     staff: &Staff,
     thread_id: i64,
     client: &str,
     now: i64,
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
-    let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
+    let thread = messages::thread_for_staff(&pool.get(), staff.id, staff.access_level, thread_id)?
         .ok_or(AppError::NotFound)?;
-    let actor = Actor::staff(staff.id, client);
-    read_thread(conn, thread, &actor, true, now, |tx, t| {
-        messages::set_unread(tx, t.id, staff.id, false).map(|_| ())
-    })
+    let staff_id = staff.id;
+    read_thread(
+        pool,
+        thread,
+        Actor::staff(staff.id, client),
+        true,
+        now,
+        move |tx, id| messages::set_unread(tx, id, staff_id, false).map(|_| ()),
+    )
 }
 
 /// Opens a thread for a portal caller: messages the patient may see, oldest first; it becomes
 /// read for this account.
 pub fn patient_reads(
-    conn: &mut Connection,
+    pool: &Pool,
     caller: PortalCaller,
     thread_id: i64,
     client: &str,
     now: i64,
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
-    let thread = messages::thread_for_patient(conn, caller.patient_id, thread_id)?
+    let thread = messages::thread_for_patient(&pool.get(), caller.patient_id, thread_id)?
         .ok_or(AppError::NotFound)?;
-    let actor = Actor::portal(caller.account_id, client);
-    read_thread(conn, thread, &actor, false, now, |tx, t| {
-        messages::mark_read_portal(tx, t.id, caller.account_id)
-    })
+    let account_id = caller.account_id;
+    read_thread(
+        pool,
+        thread,
+        Actor::portal(caller.account_id, client),
+        false,
+        now,
+        move |tx, id| messages::mark_read_portal(tx, id, account_id),
+    )
 }
 
 /// Marks a thread the caller may open as read for them, audits the read, and returns its
-/// messages (internal notes only for staff), in one transaction.
+/// messages (internal notes only for staff), in one transaction, durable before it returns.
+///
+/// That transaction is the writer thread's, shared with other requests' reads of threads
+/// (`Pool::write_together`): one transaction per request cost more than the rest of the page
+/// under concurrent load. The messages are read there too, on the writer's connection, whose
+/// page cache its own commits leave warm (every commit empties the other connections' caches).
 fn read_thread(
-    conn: &mut Connection,
+    pool: &Pool,
     thread: Thread,
-    actor: &Actor,
+    actor: Actor,
     with_internal: bool,
     now: i64,
-    mark_read: impl FnOnce(&Connection, &Thread) -> rusqlite::Result<()>,
+    mark_read: impl FnOnce(&Connection, i64) -> rusqlite::Result<()> + Send + 'static,
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
-    let tx = crate::db::begin_write(&*conn)?;
-    mark_read(&tx, &thread)?;
-    audit::record(
-        &tx,
-        actor,
-        "thread.view",
-        Some(thread.patient_id),
-        &format!("thread {}", thread.id),
-        now,
-    )?;
-    let shown = messages::messages(&tx, thread.id, with_internal)?;
-    tx.commit()?;
+    let (id, patient_id) = (thread.id, thread.patient_id);
+    let shown = pool.write_together(move |tx| {
+        mark_read(tx, id)?;
+        audit::record(
+            tx,
+            &actor,
+            "thread.view",
+            Some(patient_id),
+            &format!("thread {id}"),
+            now,
+        )?;
+        messages::messages(tx, id, with_internal)
+    })?;
     Ok((thread, shown))
 }
 

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod attachments;
 pub mod audit;
+pub mod batch;
 pub mod messages;
 pub mod outbox;
 pub mod patients;
@@ -465,6 +466,8 @@ pub struct Pool {
     idle: Mutex<Idle>,
     returned: Condvar,
     checkpointer: Checkpointer,
+    /// The writer thread for small writes made together (see `batch`).
+    writer: batch::Batcher,
 }
 
 /// The connections not in use, and how many threads wait for one. Returning a connection wakes
@@ -502,13 +505,25 @@ impl Pool {
             idle: Mutex::new(Idle { conns, waiting: 0 }),
             returned: Condvar::new(),
             checkpointer: Checkpointer::start(data.connect()?)?,
+            writer: batch::Batcher::start(data.connect()?)?,
         })
     }
 
-    /// Ends the checkpoint thread, for the final checkpoint at shutdown: a TRUNCATE checkpoint
-    /// that met the thread's own checkpoint would fail at once (SQLite does not wait for that
-    /// lock).
-    pub fn stop_checkpoints(&self) {
+    /// Runs `work` in the next write transaction shared with other requests' small writes, and
+    /// returns once it is on disk (see `batch::Batcher::write`; `work` must not use the pool).
+    pub fn write_together<T, F>(&self, work: F) -> rusqlite::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.writer.write(work)
+    }
+
+    /// Ends the writer thread (after its queued writes) and the checkpoint thread, for the final
+    /// checkpoint at shutdown: a TRUNCATE checkpoint that met the thread's own checkpoint would
+    /// fail at once (SQLite does not wait for that lock).
+    pub fn stop_threads(&self) {
+        self.writer.stop();
         self.checkpointer.stop();
     }
 

@@ -150,7 +150,7 @@ pub fn serve(
     server.poll_timeout(Duration::from_millis(50));
     server.join();
     drop(server);
-    app.pool.stop_checkpoints();
+    app.pool.stop_threads();
     data.checkpoint()?;
     log::info!("stopped cleanly");
     Ok(())

@@ -183,13 +183,8 @@ fn thread_page(
     form: &Form,
     errors: &FieldErrors,
 ) -> AppResult<Response> {
-    let (thread, shown) = messaging::patient_reads(
-        &mut app.pool.get(),
-        c.sender,
-        id,
-        &client(request),
-        app.clock.now(),
-    )?;
+    let (thread, shown) =
+        messaging::patient_reads(&app.pool, c.sender, id, &client(request), app.clock.now())?;
     let with = crate::db::messages::correspondent(&app.pool.get(), c.sender.patient_id, thread.id)?;
     let ctx = Context::portal(app, &c.session);
     Ok(html(page(

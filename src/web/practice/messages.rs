@@ -99,13 +99,8 @@ fn thread_page(
 ) -> AppResult<Response> {
     let now = app.clock.now();
     let practice = app.practice()?;
-    let (thread, shown) = messaging::staff_reads(
-        &mut app.pool.get(),
-        &caller.staff,
-        id,
-        &client(request),
-        now,
-    )?;
+    let (thread, shown) =
+        messaging::staff_reads(&app.pool, &caller.staff, id, &client(request), now)?;
     let (patient, on_thread, state, colleagues) = {
         let conn = app.pool.get();
         (
