@@ -82,6 +82,9 @@ pub struct Batcher {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     #[cfg_attr(not(test), allow(dead_code))]
     batches: Arc<AtomicU64>,
+    /// Jobs handed to the queue so far (for tests).
+    #[cfg(test)]
+    submitted: AtomicU64,
 }
 
 impl Batcher {
@@ -98,6 +101,8 @@ impl Batcher {
             queue: Mutex::new(Some(queue)),
             thread: Mutex::new(Some(thread)),
             batches,
+            #[cfg(test)]
+            submitted: AtomicU64::new(0),
         })
     }
 
@@ -106,8 +111,10 @@ impl Batcher {
     /// it wrote is undone and the others' writes still commit; if the transaction fails, nothing
     /// of it is kept and every caller gets the error.
     ///
-    /// `work` runs on the writer thread: it must not take a connection from the pool (the pool
-    /// may be empty of connections whose holders wait for this very write).
+    /// `work` runs on the writer thread, inside the transaction, while this process's write
+    /// turn is held: it must not take a connection from the pool (whose holders may be waiting
+    /// for this very write), begin a write of its own or queue one here (it would wait for the
+    /// turn it holds), nor end the transaction.
     pub fn write<T, F>(&self, work: F) -> rusqlite::Result<T>
     where
         T: Send + 'static,
@@ -123,6 +130,8 @@ impl Batcher {
             Some(queue) => queue.send(job).is_ok(),
             None => false,
         };
+        #[cfg(test)]
+        self.submitted.fetch_add(1, Ordering::Relaxed);
         if !sent {
             return Err(failure("the writer has stopped"));
         }
@@ -178,7 +187,14 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Resu
     let tx = begin_write(conn)?;
     for job in batch.iter_mut() {
         tx.execute_batch("SAVEPOINT job")?;
-        if job.run(&tx) {
+        let ok = job.run(&tx);
+        // A job must leave the transaction open (SQLite ends it on some errors, and a job must
+        // never COMMIT): otherwise what came before was kept outside the batch, and nobody may
+        // be told it succeeded.
+        if tx.is_autocommit() {
+            return Err(failure("a write job ended the batch's transaction"));
+        }
+        if ok {
             tx.execute_batch("RELEASE job")?;
         } else {
             tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
@@ -234,9 +250,11 @@ mod tests {
                 })
             })
             .collect();
-        // The first job may already have been taken before the others were queued; give the
-        // rest time to queue behind it.
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The writer may take the first job before the others are queued, then waits for the
+        // turn; every other job queues behind it.
+        while batcher.submitted.load(Ordering::Relaxed) < 12 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let before = batcher.batches();
         drop(turn);
         let results: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
@@ -292,6 +310,33 @@ mod tests {
         }
         conn.execute_batch("ROLLBACK").unwrap();
         assert!(names(&data.connect().unwrap()).is_empty());
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn a_panicking_job_or_one_that_ends_the_transaction_never_reports_success_wrongly() {
+        let path = test_folder("batch-bad-jobs");
+        let data = DataDir::open(&path).unwrap();
+        let batcher = Batcher::start(data.connect().unwrap()).unwrap();
+        let panicked = batcher.write(|conn| -> rusqlite::Result<()> {
+            add(conn, "before-panic")?;
+            panic!("a bug in a job")
+        });
+        assert!(panicked.is_err());
+        assert!(
+            names(&data.connect().unwrap()).is_empty(),
+            "rolled back to its savepoint"
+        );
+        assert_eq!(batcher.write(|conn| add(conn, "next")).map(|_| ()), Ok(()));
+        let ended = batcher.write(|conn| conn.execute_batch("COMMIT"));
+        assert!(ended.is_err(), "a job that commits is told it failed");
+        assert_eq!(
+            batcher.write(|conn| add(conn, "after")).map(|_| ()),
+            Ok(()),
+            "the writer goes on"
+        );
+        assert_eq!(names(&data.connect().unwrap()), ["after", "next"]);
+        batcher.stop();
         let _ = std::fs::remove_dir_all(path);
     }
 }

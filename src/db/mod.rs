@@ -408,11 +408,13 @@ impl Deref for Write<'_> {
     }
 }
 
-/// Of one WAL file: commits counted so far, and how many of them an fsync has covered.
+/// Of one WAL file: commits counted so far, how many of them an fsync has covered, and up to
+/// which one a failed fsync left them unconfirmed.
 #[derive(Default)]
 struct Flushes {
     committed: u64,
     durable: u64,
+    failed: u64,
     flushing: bool,
 }
 
@@ -421,7 +423,9 @@ static FLUSH_COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 /// Returns once an fsync of `wal` that began after the caller's COMMIT has finished. Whoever
 /// finds no flush of that file running does the next one, for everyone who committed before it
-/// began.
+/// began. If that flush fails, everyone it was for gets the error, not only the one who ran it:
+/// a second fsync would usually succeed after the kernel has reported (and dropped) the failure,
+/// though the pages may be lost.
 fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
     static FLUSHES: std::sync::LazyLock<Mutex<std::collections::HashMap<PathBuf, Flushes>>> =
         std::sync::LazyLock::new(Default::default);
@@ -432,6 +436,12 @@ fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
     let mine = f.committed;
     loop {
         let f = all.entry(wal.to_path_buf()).or_default();
+        // Failure first: a later flush that succeeds does not bring back pages a failed one lost.
+        if f.failed >= mine {
+            return Err(std::io::Error::other(
+                "an earlier flush of the write-ahead log failed",
+            ));
+        }
         if f.durable >= mine {
             return Ok(());
         }
@@ -454,6 +464,8 @@ fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
         f.flushing = false;
         if flushed.is_ok() {
             f.durable = f.durable.max(covers);
+        } else {
+            f.failed = f.failed.max(covers);
         }
         FLUSHED.notify_all();
         flushed?;
@@ -479,33 +491,38 @@ struct Idle {
     waiting: usize,
 }
 
+/// A connection for the pool or its writer thread.
+///
+/// - The page cache holds up to `cache_mib` MiB: SQLite's default (2 MB) could not hold the
+///   pages of 16 staff inboxes at 1,000,000 messages, so each view read them again through the
+///   system's cache and the inbox's cost grew with the history.
+/// - No automatic checkpoint: SQLite would run one inside the COMMIT that takes the log past
+///   1,000 pages, while that writer still holds the write turn, and every writer waited for the
+///   copy and its two fsyncs (5% of the server's time in the profile of sends). The
+///   `Checkpointer` does it instead.
+///
+/// (Both measured by the benchmark; see the README's Performance section.)
+fn working_connection(data: &DataDir, cache_mib: u64) -> Result<Connection, String> {
+    let conn = data.connect()?;
+    let cache_kib = i64::try_from(cache_mib).unwrap_or(1024) * 1024;
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0"
+    ))
+    .map_err(|e| describe_open_error(&data.db_path(), &e))?;
+    Ok(conn)
+}
+
 impl Pool {
     /// `size` connections, each with a page cache of up to `cache_mib` MiB.
     pub fn new(data: &DataDir, size: usize, cache_mib: u64) -> Result<Pool, String> {
         let conns = (0..size)
-            .map(|_| {
-                let conn = data.connect()?;
-                // The page cache: SQLite's default (2 MB) could not hold the pages of 16 staff
-                // inboxes at 1,000,000 messages, so each view read them again through the
-                // system's cache and the inbox's cost grew with the history.
-                // No automatic checkpoint: SQLite would run one inside the COMMIT that takes
-                // the log past 1,000 pages, while that writer still holds the write turn, and
-                // every writer waited for the copy and its two fsyncs (5% of the server's time
-                // in the profile of sends). The `Checkpointer` does it instead.
-                // (Both measured by the benchmark; see the README's Performance section.)
-                let cache_kib = i64::try_from(cache_mib).unwrap_or(1024) * 1024;
-                conn.execute_batch(&format!(
-                    "PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0"
-                ))
-                .map_err(|e| describe_open_error(&data.db_path(), &e))?;
-                Ok(conn)
-            })
+            .map(|_| working_connection(data, cache_mib))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Pool {
             idle: Mutex::new(Idle { conns, waiting: 0 }),
             returned: Condvar::new(),
             checkpointer: Checkpointer::start(data.connect()?)?,
-            writer: batch::Batcher::start(data.connect()?)?,
+            writer: batch::Batcher::start(working_connection(data, cache_mib)?)?,
         })
     }
 
@@ -985,6 +1002,27 @@ mod tests {
             );
         }
         drop(conn);
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn the_writer_thread_connection_is_set_up_like_the_pools() {
+        let (data, path) = fresh("writer-settings");
+        let pool = Pool::new(&data, 1, 3).unwrap();
+        let read = |conn: &Connection| -> rusqlite::Result<(i64, i64)> {
+            Ok((
+                pragma(conn, "wal_autocheckpoint"),
+                pragma(conn, "cache_size"),
+            ))
+        };
+        let pooled = read(&pool.get()).unwrap();
+        let writer = pool.write_together(move |conn| read(conn)).unwrap();
+        assert_eq!(pooled, (0, -3 * 1024));
+        assert_eq!(
+            writer, pooled,
+            "no automatic checkpoint inside the writer's commits"
+        );
+        drop(pool);
         let _ = std::fs::remove_dir_all(path);
     }
 }

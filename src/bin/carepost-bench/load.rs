@@ -184,15 +184,15 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / per_second
 }
 
-/// CPU seconds the calling thread has used so far, to the nanosecond (/proc counts in 10 ms
-/// ticks, too coarse for a batch of requests).
-pub fn thread_cpu_seconds() -> f64 {
+/// CPU seconds this process has used so far, all its threads, to the nanosecond (/proc counts
+/// in 10 ms ticks, too coarse for a batch of requests).
+pub fn process_cpu_seconds() -> f64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime only writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
