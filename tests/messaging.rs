@@ -1931,3 +1931,43 @@ fn staff_write_to_a_child_through_the_active_caregiver() {
     act_for(&mut jordan, &riley);
     assert!(row(&rows(&jordan.get("/portal/messages")), subject).unread);
 }
+
+/// With one worker the server has one database connection. A change refused with an error page
+/// used to keep its connection while that page was drawn, which takes one again, and the
+/// request waited for itself for ever (with the default 16 workers, 16 such requests at once
+/// would have).
+#[test]
+fn refused_forwards_and_user_changes_answer_even_with_one_database_connection() {
+    let server = Server::start(Options::demo().env("CAREPOST_WORKERS", "1"));
+    let mut kim = staff(&server, "np.kim@demo.test");
+    let page = format!("/practice/messages/{}", thread_id(&server, BLOOD_PRESSURE));
+    let refused = staff_post(
+        &mut kim,
+        &format!("{page}/forward"),
+        &[("to", ""), ("note", "Typed note to keep")],
+    );
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    refused
+        .assert_contains("Choose a colleague from the list.")
+        .assert_contains("Typed note to keep");
+
+    let mut admin = staff(&server, "admin@demo.test");
+    let admin_id = scalar(
+        &server,
+        "SELECT id FROM staff WHERE email = ?",
+        &["admin@demo.test"],
+    );
+    let user_page = format!("/practice/admin/users/{admin_id}");
+    let unnamed = staff_post(
+        &mut admin,
+        &user_page,
+        &[
+            ("email", "admin@demo.test"),
+            ("name", ""),
+            ("access_level", "2"),
+        ],
+    );
+    assert_eq!(unnamed.status, 400, "{}", unnamed.body);
+    let last_admin = staff_post(&mut admin, &format!("{user_page}/deactivate"), &[]);
+    assert_eq!(last_admin.status, 400, "{}", last_admin.body);
+}

@@ -188,13 +188,15 @@ pub fn update_user(app: &App, request: &Request, params: &Params) -> AppResult<R
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
     let actor = Actor::staff(caller.staff.id, &client(request));
-    match staff::update_user(
+    // Bound first, so the connection is back before an error page is drawn (see `forward`).
+    let updated = staff::update_user(
         &mut app.pool.get(),
         &actor,
         t.id,
         &staff_form(&form),
         app.clock.now(),
-    )? {
+    )?;
+    match updated {
         Ok(()) => Ok(Response::redirect_303(format!(
             "/practice/admin/users/{}?notice=saved",
             t.id
@@ -211,7 +213,8 @@ fn set_active(app: &App, request: &Request, params: &Params, active: bool) -> Ap
     let form = form::read(app, request)?;
     csrf::check(&form, &caller.session.csrf_token)?;
     let actor = Actor::staff(caller.staff.id, &client(request));
-    match staff::set_active(&mut app.pool.get(), &actor, t.id, active, app.clock.now())? {
+    let changed = staff::set_active(&mut app.pool.get(), &actor, t.id, active, app.clock.now())?;
+    match changed {
         Ok(()) => {
             let notice = if active { "reactivated" } else { "deactivated" };
             Ok(Response::redirect_303(format!(

@@ -275,7 +275,9 @@ pub fn unarchive(app: &App, request: &Request, params: &Params) -> AppResult<Res
 pub fn forward(app: &App, request: &Request, params: &Params) -> AppResult<Response> {
     let (caller, form) = signed_form(app, request)?;
     let id = params.id(0)?;
-    match messaging::forward(
+    // Bound first: in the `match` itself the connection would be held while the error page
+    // is drawn, which takes connections of its own (see `tests/messaging.rs`, one worker).
+    let forwarded = messaging::forward(
         &mut app.pool.get(),
         &caller.staff,
         id,
@@ -284,7 +286,8 @@ pub fn forward(app: &App, request: &Request, params: &Params) -> AppResult<Respo
         form.get("move") == "on",
         &client(request),
         app.clock.now(),
-    )? {
+    )?;
+    match forwarded {
         Ok(()) => Ok(Response::redirect_303(format!(
             "/practice/messages/{id}?notice=forwarded"
         ))),
