@@ -472,11 +472,21 @@ fn wait_until_durable(wal: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A fixed set of connections, one per worker thread, and the thread that folds the
-/// write-ahead log into the database for them.
+/// A set of connections, one per worker thread, and the threads that write views together and
+/// fold the write-ahead log into the database for them.
+///
+/// A thread never waits for a connection while it could open one: when every connection is in
+/// use (a thread holding one asks for a second, or a thread outside the workers asks), `get`
+/// opens an extra one, closed when it comes back to a full pool. Waiting instead let a thread
+/// that held a connection wait for itself, and enough of them at once hang the server. Only if
+/// opening fails does `get` wait for a connection to come back.
 pub struct Pool {
     idle: Mutex<Idle>,
     returned: Condvar,
+    /// How many connections the pool keeps.
+    size: usize,
+    db_path: PathBuf,
+    cache_mib: u64,
     checkpointer: Checkpointer,
     /// The writer thread for small writes made together (see `batch`).
     writer: batch::Batcher,
@@ -502,27 +512,31 @@ struct Idle {
 ///   `Checkpointer` does it instead.
 ///
 /// (Both measured by the benchmark; see the README's Performance section.)
-fn working_connection(data: &DataDir, cache_mib: u64) -> Result<Connection, String> {
-    let conn = data.connect()?;
+fn working_connection(db_path: &Path, cache_mib: u64) -> Result<Connection, String> {
+    let conn = open_connection(db_path).map_err(|e| describe_open_error(db_path, &e))?;
     let cache_kib = i64::try_from(cache_mib).unwrap_or(1024) * 1024;
     conn.execute_batch(&format!(
         "PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0"
     ))
-    .map_err(|e| describe_open_error(&data.db_path(), &e))?;
+    .map_err(|e| describe_open_error(db_path, &e))?;
     Ok(conn)
 }
 
 impl Pool {
     /// `size` connections, each with a page cache of up to `cache_mib` MiB.
     pub fn new(data: &DataDir, size: usize, cache_mib: u64) -> Result<Pool, String> {
+        let db_path = data.db_path();
         let conns = (0..size)
-            .map(|_| working_connection(data, cache_mib))
+            .map(|_| working_connection(&db_path, cache_mib))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Pool {
             idle: Mutex::new(Idle { conns, waiting: 0 }),
             returned: Condvar::new(),
+            size,
             checkpointer: Checkpointer::start(data.connect()?)?,
-            writer: batch::Batcher::start(working_connection(data, cache_mib)?)?,
+            writer: batch::Batcher::start(working_connection(&db_path, cache_mib)?)?,
+            db_path,
+            cache_mib,
         })
     }
 
@@ -546,12 +560,31 @@ impl Pool {
 
     pub fn get(&self) -> PooledConn<'_> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tried_extra = false;
         loop {
             if let Some(conn) = idle.conns.pop() {
                 return PooledConn {
                     pool: self,
                     conn: Some(conn),
                 };
+            }
+            if !tried_extra {
+                tried_extra = true;
+                drop(idle);
+                match working_connection(&self.db_path, self.cache_mib) {
+                    Ok(conn) => {
+                        log::debug!("every database connection in use: opened an extra one");
+                        return PooledConn {
+                            pool: self,
+                            conn: Some(conn),
+                        };
+                    }
+                    Err(e) => {
+                        log::warn!("cannot open an extra database connection, waiting for one: {e}")
+                    }
+                }
+                idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
             }
             idle.waiting += 1;
             idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
@@ -646,6 +679,12 @@ impl Drop for PooledConn<'_> {
                 let _ = conn.execute_batch("ROLLBACK");
             }
             let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.conns.len() >= self.pool.size && idle.waiting == 0 {
+                // An extra connection (see `Pool`): closed, outside the lock.
+                drop(idle);
+                drop(conn);
+                return;
+            }
             idle.conns.push(conn);
             if idle.waiting > 0 {
                 self.pool.returned.notify_one();
@@ -765,12 +804,33 @@ mod tests {
     }
 
     #[test]
-    fn a_returned_connection_wakes_a_thread_waiting_for_one() {
+    fn a_thread_holding_every_connection_gets_another_which_is_closed_when_given_back() {
+        let (data, path) = fresh("pool-extra");
+        let pool = Pool::new(&data, 1, 1).unwrap();
+        let held = pool.get();
+        // Waiting here would wait for itself for ever.
+        let second = pool.get();
+        second.execute_batch("SELECT 1").unwrap();
+        drop(second);
+        drop(held);
+        assert_eq!(
+            pool.idle.lock().unwrap().conns.len(),
+            1,
+            "the pool keeps its size: the extra connection was closed"
+        );
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn when_no_connection_can_be_opened_a_returned_one_wakes_a_thread_waiting_for_it() {
         use std::time::Duration;
         let (data, path) = fresh("pool-wait");
         let pool = std::sync::Arc::new(Pool::new(&data, 1, 1).unwrap());
         let (got, waited) = std::sync::mpsc::channel();
         let held = pool.get();
+        // The folder moved away: no extra connection can be opened (open ones go on working).
+        let moved = path.with_extension("moved");
+        std::fs::rename(&path, &moved).unwrap();
         let other = std::sync::Arc::clone(&pool);
         // Not joined: if it is never woken, the test fails rather than hangs.
         std::thread::spawn(move || {
@@ -779,12 +839,12 @@ mod tests {
             got.send(()).unwrap();
         });
         // The other thread waits: there is nothing for it until this connection comes back.
-        assert!(waited.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(waited.recv_timeout(Duration::from_millis(300)).is_err());
         drop(held);
         waited
             .recv_timeout(Duration::from_secs(10))
             .expect("the waiting thread got the returned connection");
-        let _ = std::fs::remove_dir_all(path);
+        let _ = std::fs::remove_dir_all(moved);
     }
 
     fn plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
