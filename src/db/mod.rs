@@ -274,12 +274,15 @@ fn wait_for_write_lock(attempt: i32) -> bool {
 /// Every connection: foreign keys enforced, a quick busy handler, and full fsync on commit so an
 /// acknowledged message survives power loss.
 pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    open_connection_with(path, OpenFlags::SQLITE_OPEN_CREATE)
+}
+
+/// `open_connection`, creating the file only with `SQLITE_OPEN_CREATE` in `create`.
+fn open_connection_with(path: &Path, create: OpenFlags) -> rusqlite::Result<Connection> {
     configure_sqlite();
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | create | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_handler(Some(wait_for_write_lock))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -512,8 +515,12 @@ struct Idle {
 ///   `Checkpointer` does it instead.
 ///
 /// (Both measured by the benchmark; see the README's Performance section.)
+///
+/// The database must exist: a connection opened while the server runs (an extra one, see
+/// `Pool`) must never create an empty database where the real one went missing.
 fn working_connection(db_path: &Path, cache_mib: u64) -> Result<Connection, String> {
-    let conn = open_connection(db_path).map_err(|e| describe_open_error(db_path, &e))?;
+    let conn = open_connection_with(db_path, OpenFlags::empty())
+        .map_err(|e| describe_open_error(db_path, &e))?;
     let cache_kib = i64::try_from(cache_mib).unwrap_or(1024) * 1024;
     conn.execute_batch(&format!(
         "PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0"
@@ -822,15 +829,16 @@ mod tests {
     }
 
     #[test]
-    fn when_no_connection_can_be_opened_a_returned_one_wakes_a_thread_waiting_for_it() {
+    fn when_no_connection_can_be_opened_none_is_created_and_a_returned_one_wakes_the_waiter() {
         use std::time::Duration;
         let (data, path) = fresh("pool-wait");
         let pool = std::sync::Arc::new(Pool::new(&data, 1, 1).unwrap());
         let (got, waited) = std::sync::mpsc::channel();
         let held = pool.get();
-        // The folder moved away: no extra connection can be opened (open ones go on working).
-        let moved = path.with_extension("moved");
-        std::fs::rename(&path, &moved).unwrap();
+        // The database file went missing: no extra connection can be opened, and none may
+        // create an empty one in its place (open ones go on working).
+        let db_path = data.db_path();
+        std::fs::remove_file(&db_path).unwrap();
         let other = std::sync::Arc::clone(&pool);
         // Not joined: if it is never woken, the test fails rather than hangs.
         std::thread::spawn(move || {
@@ -841,10 +849,11 @@ mod tests {
         // The other thread waits: there is nothing for it until this connection comes back.
         assert!(waited.recv_timeout(Duration::from_millis(300)).is_err());
         drop(held);
+        assert!(!db_path.exists(), "no empty database was created");
         waited
             .recv_timeout(Duration::from_secs(10))
             .expect("the waiting thread got the returned connection");
-        let _ = std::fs::remove_dir_all(moved);
+        let _ = std::fs::remove_dir_all(path);
     }
 
     fn plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
