@@ -566,36 +566,42 @@ impl Pool {
     }
 
     pub fn get(&self) -> PooledConn<'_> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tried_extra = false;
+        let mut warned = false;
         loop {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(conn) = idle.conns.pop() {
                 return PooledConn {
                     pool: self,
                     conn: Some(conn),
                 };
             }
-            if !tried_extra {
-                tried_extra = true;
-                drop(idle);
-                match working_connection(&self.db_path, self.cache_mib) {
-                    Ok(conn) => {
-                        log::debug!("every database connection in use: opened an extra one");
-                        return PooledConn {
-                            pool: self,
-                            conn: Some(conn),
-                        };
-                    }
-                    Err(e) => {
-                        log::warn!("cannot open an extra database connection, waiting for one: {e}")
-                    }
+            drop(idle);
+            match working_connection(&self.db_path, self.cache_mib) {
+                Ok(conn) => {
+                    log::debug!("every database connection in use: opened an extra one");
+                    return PooledConn {
+                        pool: self,
+                        conn: Some(conn),
+                    };
                 }
-                idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                continue;
+                Err(e) if !warned => {
+                    warned = true;
+                    log::warn!("cannot open an extra database connection, waiting for one: {e}");
+                }
+                Err(_) => {}
             }
-            idle.waiting += 1;
-            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
-            idle.waiting -= 1;
+            // Woken by a returned connection, or trying to open one again shortly: a thread
+            // that holds a connection itself would otherwise wait for ever.
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.conns.is_empty() {
+                idle.waiting += 1;
+                idle = self
+                    .returned
+                    .wait_timeout(idle, std::time::Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                idle.waiting -= 1;
+            }
         }
     }
 }
@@ -814,16 +820,26 @@ mod tests {
     fn a_thread_holding_every_connection_gets_another_which_is_closed_when_given_back() {
         let (data, path) = fresh("pool-extra");
         let pool = Pool::new(&data, 1, 1).unwrap();
-        let held = pool.get();
-        // Waiting here would wait for itself for ever.
-        let second = pool.get();
-        second.execute_batch("SELECT 1").unwrap();
-        drop(second);
-        drop(held);
+        let pool = std::sync::Arc::new(pool);
+        let (done, finished) = std::sync::mpsc::channel();
+        let same = std::sync::Arc::clone(&pool);
+        // Not joined: a thread that waited for itself would fail the test instead of hanging it.
+        std::thread::spawn(move || {
+            let held = same.get();
+            let second = same.get();
+            second.execute_batch("SELECT 1").unwrap();
+            held.execute_batch("SELECT 1").unwrap();
+            drop(second);
+            drop(held);
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a second connection for the thread holding the only one");
         assert_eq!(
             pool.idle.lock().unwrap().conns.len(),
             1,
-            "the pool keeps its size: the extra connection was closed"
+            "the pool keeps its size: one of the two was closed when given back"
         );
         let _ = std::fs::remove_dir_all(path);
     }
