@@ -5,8 +5,8 @@
 //! Opening a thread is a write (its read marker and the audit entry of the read). Written one
 //! transaction per request, under 16 concurrent clients, that write cost about 400 µs of server
 //! CPU per page: the writers queued for their turn one by one, and every commit emptied the page
-//! cache of every other connection. Together, a few dozen of them cost one turn, one commit and
-//! one flush (measured by the benchmark; see the README's Performance section).
+//! cache of every other connection. Together, the views waiting at once share one turn, one
+//! commit and one flush (measured by the benchmark; see the README's Performance section).
 
 use super::{begin_write, Connection};
 use std::sync::atomic::{AtomicU64, Ordering};
