@@ -8,10 +8,10 @@
 //! cache of every other connection. Together, the views waiting at once share one turn, one
 //! commit and one flush (measured by the benchmark; see the README's Performance section).
 
-use super::{begin_write, Connection};
+use super::{begin_write, Background, Connection};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 
 /// At most this many jobs share one transaction, so a long queue still commits often.
 const MOST_PER_BATCH: usize = 64;
@@ -78,8 +78,7 @@ fn copy(e: &rusqlite::Error) -> rusqlite::Error {
 
 /// The writer thread and the queue to it. Dropped, it finishes the jobs already queued and ends.
 pub struct Batcher {
-    queue: Mutex<Option<Sender<Box<dyn Job>>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: Background<Box<dyn Job>>,
     #[cfg_attr(not(test), allow(dead_code))]
     batches: Arc<AtomicU64>,
     /// Jobs handed to the queue so far (for tests).
@@ -90,16 +89,12 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the writer thread on its own connection.
     pub fn start(conn: Connection) -> Result<Batcher, String> {
-        let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
         let batches = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&batches);
-        let thread = std::thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || write_batches(&conn, &jobs, &counted))
-            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        let writer =
+            Background::spawn("writer", move |jobs| write_batches(&conn, &jobs, &counted))?;
         Ok(Batcher {
-            queue: Mutex::new(Some(queue)),
-            thread: Mutex::new(Some(thread)),
+            writer,
             batches,
             #[cfg(test)]
             submitted: AtomicU64::new(0),
@@ -126,10 +121,7 @@ impl Batcher {
             result: None,
             answer,
         });
-        let sent = match &*self.queue.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(queue) => queue.send(job).is_ok(),
-            None => false,
-        };
+        let sent = self.writer.send(job);
         #[cfg(test)]
         self.submitted.fetch_add(1, Ordering::Relaxed);
         if !sent {
@@ -148,17 +140,7 @@ impl Batcher {
 
     /// Finishes the queued jobs and ends the thread; returns once it has ended.
     pub fn stop(&self) {
-        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Batcher {
-    fn drop(&mut self) {
-        self.stop();
+        self.writer.stop();
     }
 }
 

@@ -490,7 +490,8 @@ pub struct Pool {
     size: usize,
     db_path: PathBuf,
     cache_mib: u64,
-    checkpointer: Checkpointer,
+    /// Folds the write-ahead log into the database file (see `start_checkpoints`).
+    checkpointer: Background<()>,
     /// The writer thread for small writes made together (see `batch`).
     writer: batch::Batcher,
 }
@@ -512,7 +513,7 @@ struct Idle {
 /// - No automatic checkpoint: SQLite would run one inside the COMMIT that takes the log past
 ///   1,000 pages, while that writer still holds the write turn, and every writer waited for the
 ///   copy and its two fsyncs (5% of the server's time in the profile of sends). The
-///   `Checkpointer` does it instead.
+///   checkpoint thread (`start_checkpoints`) does it instead.
 ///
 /// (Both measured by the benchmark; see the README's Performance section.)
 ///
@@ -540,7 +541,7 @@ impl Pool {
             idle: Mutex::new(Idle { conns, waiting: 0 }),
             returned: Condvar::new(),
             size,
-            checkpointer: Checkpointer::start(data.connect()?)?,
+            checkpointer: start_checkpoints(data.connect()?)?,
             writer: batch::Batcher::start(working_connection(&db_path, cache_mib)?)?,
             db_path,
             cache_mib,
@@ -609,42 +610,37 @@ impl Pool {
 /// How often the checkpointer looks for committed pages to copy into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A thread that copies committed pages from the write-ahead log into the database file
-/// (a PASSIVE checkpoint: it never waits for or blocks readers and writers) every
-/// `CHECKPOINT_EVERY`, so the log stays short without a writer doing it in its turn. It stops
-/// when told to or dropped.
-struct Checkpointer {
-    /// Dropping the sender wakes the thread and ends it.
-    running: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+/// A named thread fed by a channel. `stop`, or dropping it, closes the channel: the thread
+/// takes what was already sent and ends, and `stop` returns once it has.
+struct Background<T> {
+    running: Mutex<Option<(std::sync::mpsc::Sender<T>, std::thread::JoinHandle<()>)>>,
 }
 
-impl Checkpointer {
-    fn start(conn: Connection) -> Result<Checkpointer, String> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+impl<T: Send + 'static> Background<T> {
+    fn spawn(
+        name: &str,
+        body: impl FnOnce(std::sync::mpsc::Receiver<T>) + Send + 'static,
+    ) -> Result<Background<T>, String> {
+        let (send, receive) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("checkpoint".into())
-            .spawn(move || {
-                let mut failing = false;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        Ok(()) => failing = false,
-                        // Said once per run of failures; the next checkpoint tries again.
-                        Err(e) if !failing => {
-                            failing = true;
-                            log::warn!("checkpoint of the write-ahead log failed: {e}");
-                        }
-                        Err(_) => {}
-                    }
-                }
-            })
-            .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
-        Ok(Checkpointer {
-            running: Mutex::new(Some((stop, thread))),
+            .name(name.into())
+            .spawn(move || body(receive))
+            .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+        Ok(Background {
+            running: Mutex::new(Some((send, thread))),
         })
     }
 
+    /// Hands `message` to the thread; false once it has been stopped.
+    fn send(&self, message: T) -> bool {
+        match &*self.running.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((send, _)) => send.send(message).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl<T> Background<T> {
     /// Returns once the thread has ended (at once if it already has).
     fn stop(&self) {
         let running = self
@@ -652,17 +648,40 @@ impl Checkpointer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some((stop, thread)) = running {
-            drop(stop);
+        if let Some((send, thread)) = running {
+            drop(send);
             let _ = thread.join();
         }
     }
 }
 
-impl Drop for Checkpointer {
+impl<T> Drop for Background<T> {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A thread that copies committed pages from the write-ahead log into the database file
+/// (a PASSIVE checkpoint: it never waits for or blocks readers and writers) every
+/// `CHECKPOINT_EVERY`, so the log stays short without a writer doing it in its turn. It stops
+/// when told to or dropped.
+fn start_checkpoints(conn: Connection) -> Result<Background<()>, String> {
+    Background::spawn("checkpoint", move |stopped| {
+        let mut failing = false;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(CHECKPOINT_EVERY)
+        {
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                Ok(()) => failing = false,
+                // Said once per run of failures; the next checkpoint tries again.
+                Err(e) if !failing => {
+                    failing = true;
+                    log::warn!("checkpoint of the write-ahead log failed: {e}");
+                }
+                Err(_) => {}
+            }
+        }
+    })
 }
 
 pub struct PooledConn<'a> {
