@@ -460,7 +460,7 @@ pub fn staff_reads(
         Actor::staff(staff.id, client),
         true,
         now,
-        move |tx, id| messages::set_unread(tx, id, staff_id, false).map(|_| ()),
+        move |tx, id| messages::mark_read_staff(tx, id, staff_id).map(|_| ()),
     )
 }
 
@@ -482,7 +482,7 @@ pub fn patient_reads(
         Actor::portal(caller.account_id, client),
         false,
         now,
-        move |tx, id| messages::mark_read_portal(tx, id, account_id),
+        move |tx, id| messages::mark_read_portal(tx, id, account_id).map(|_| ()),
     )
 }
 

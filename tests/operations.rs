@@ -437,7 +437,12 @@ fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry() {
          SELECT at, actor_kind, 'forged', prev_hash, 'fork' FROM audit_event WHERE id = {middle}"
     );
     let refused = execute(&data, &fork).expect_err("a fork");
-    assert!(refused.contains("UNIQUE"), "{refused}");
+    assert!(refused.contains("only grows at its end"), "{refused}");
+    // Nor an entry that does not follow the last one (the unique index of before took this).
+    let unchained = "INSERT INTO audit_event (at, actor_kind, action, prev_hash, hash)
+                     VALUES (0, 'system', 'forged', 'not the last hash', 'x')";
+    let refused = execute(&data, unchained).expect_err("an entry off the chain");
+    assert!(refused.contains("only grows at its end"), "{refused}");
     assert_eq!(
         query(&data, "SELECT * FROM audit_event ORDER BY id", &[]),
         all_rows,

@@ -196,18 +196,20 @@ pub fn mailbox(
     Ok((rows, more))
 }
 
+/// Marks a thread read for a portal account up to the practice's newest message: a change only
+/// when there is something new, so a thread opened again writes no page (rows changed: 0 or 1).
 pub fn mark_read_portal(
     conn: &Connection,
     thread_id: i64,
     account_id: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<usize> {
     crate::db::cached_exec(conn,
         "INSERT INTO thread_portal_read (thread_id, account_id, last_read_message_id)
          SELECT id, ?2, last_staff_message_id FROM thread WHERE id = ?1
-         ON CONFLICT (thread_id, account_id) DO UPDATE SET last_read_message_id = excluded.last_read_message_id",
+         ON CONFLICT (thread_id, account_id) DO UPDATE SET last_read_message_id = excluded.last_read_message_id
+          WHERE last_read_message_id <> excluded.last_read_message_id",
         params![thread_id, account_id],
-    )?;
-    Ok(())
+    )
 }
 
 /// A message as shown: who sent it, in words, and what.
@@ -440,6 +442,21 @@ pub fn set_unread(
         conn,
         "UPDATE thread_staff SET unread = ?3 WHERE thread_id = ?1 AND staff_id = ?2",
         params![thread_id, staff_id, unread],
+    )
+}
+
+/// Marks a thread read for a staff member who has it on their list: a change only when it was
+/// unread, so a thread opened again writes no page (SQLite rewrites the index entries of a row
+/// set to the value it already has). Rows changed: 0 or 1.
+pub fn mark_read_staff(
+    conn: &Connection,
+    thread_id: i64,
+    staff_id: i64,
+) -> rusqlite::Result<usize> {
+    crate::db::cached_exec(
+        conn,
+        "UPDATE thread_staff SET unread = 0 WHERE thread_id = ?1 AND staff_id = ?2 AND unread = 1",
+        params![thread_id, staff_id],
     )
 }
 

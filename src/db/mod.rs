@@ -1001,6 +1001,52 @@ mod tests {
     }
 
     #[test]
+    fn opening_a_read_thread_again_changes_no_read_marker() {
+        let (data, path) = fresh("read-again");
+        let conn = data.connect().unwrap();
+        add_staff(&conn, 1);
+        conn.execute_batch(
+            "INSERT INTO patient (id, first_name, last_name, date_of_birth, email, created_at)
+                  VALUES (1, 'Riley', 'Morgan', '2010-01-01', '', 0);
+             INSERT INTO portal_account (id, email, name, password_hash, created_at)
+                  VALUES (1, 'r@example.org', 'Riley', 'x', 0);",
+        )
+        .unwrap();
+        let thread = super::messages::insert_thread(&conn, 1, "Hello", "portal", 0).unwrap();
+        super::messages::address_to_staff(&conn, thread, 1, true, false, 0).unwrap();
+        let staff = |conn: &Connection| super::messages::mark_read_staff(conn, thread, 1).unwrap();
+        let portal =
+            |conn: &Connection| super::messages::mark_read_portal(conn, thread, 1).unwrap();
+        assert_eq!(staff(&conn), 1, "unread: marked read");
+        assert_eq!(staff(&conn), 0, "already read: nothing written");
+        assert_eq!(
+            super::messages::staff_state(&conn, thread, 1).unwrap(),
+            Some((false, false))
+        );
+        assert_eq!(portal(&conn), 1, "first opening: marked");
+        assert_eq!(portal(&conn), 0, "nothing new: nothing written");
+        conn.execute(
+            "UPDATE thread SET last_staff_message_id = 7 WHERE id = ?1",
+            [thread],
+        )
+        .unwrap();
+        assert_eq!(
+            portal(&conn),
+            1,
+            "a new message from the practice: marked again"
+        );
+        let read: i64 = conn
+            .query_row(
+                "SELECT last_read_message_id FROM thread_portal_read WHERE thread_id = ?1",
+                [thread],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(read, 7);
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
     fn patient_search_reads_index_ranges_not_every_patient() {
         let (data, path) = fresh("search");
         let conn = data.connect().unwrap();
@@ -1008,10 +1054,9 @@ mod tests {
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map(
-                rusqlite::params![0, "", 26, 0, "ngu", "ngv", "ngu%", "an%"],
-                |r| r.get::<_, String>(3),
-            )
+            .query_map(rusqlite::params![0, "", 26, 0, "ngu", "ngv", "an%"], |r| {
+                r.get::<_, String>(3)
+            })
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
@@ -1039,6 +1084,38 @@ mod tests {
                 .iter()
                 .any(|l| l.starts_with("SCAN p") || l.starts_with("SCAN patient")),
             "{plan:?}"
+        );
+        // Each listed patient's portal status is read from indexes alone.
+        for index in ["portal_access_status", "invitation_status"] {
+            assert!(
+                plan.iter()
+                    .any(|l| l.contains(&format!("USING COVERING INDEX {index} ("))),
+                "{index} not covering: {plan:?}"
+            );
+        }
+        assert!(
+            !plan
+                .iter()
+                .any(|l| l.contains("SEARCH a USING INDEX") || l.contains("SEARCH i USING INDEX")),
+            "{plan:?}"
+        );
+        // A one-word search needs no LIKE: its last-name range is read from the index alone.
+        let one: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                super::patients::search_sql(1)
+            ))
+            .unwrap()
+            .query_map(rusqlite::params![0, "", 26, 0, "ngu", "ngv"], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            one.iter()
+                .any(|l| l.starts_with("SEARCH patient USING COVERING INDEX patient_by_name (")),
+            "{one:?}"
         );
         let _ = std::fs::remove_dir_all(path);
     }

@@ -150,15 +150,12 @@ pub fn search(
     let query = query.trim();
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
     let limit = i64::from(per_page) + 1;
-    let order = "ORDER BY p.last_name COLLATE NOCASE, p.first_name COLLATE NOCASE, p.id
-                 LIMIT ?3 OFFSET ?4";
     let mut rows: Vec<Patient> = if query.is_empty() {
-        let mut stmt = conn.prepare_cached(&select(&format!("WHERE ?2 = '' {order}")))?;
+        let mut stmt = conn.prepare_cached(statements().everyone.as_str())?;
         let found = stmt.query_map(params![now, "", limit, offset], patient_from_row)?;
         found.collect::<rusqlite::Result<_>>()?
     } else if let Some(date) = crate::dates::Date::parse(query) {
-        let mut stmt =
-            conn.prepare_cached(&select(&format!("WHERE p.date_of_birth = ?2 {order}")))?;
+        let mut stmt = conn.prepare_cached(statements().born.as_str())?;
         let found = stmt.query_map(
             params![now, date.to_string(), limit, offset],
             patient_from_row,
@@ -169,9 +166,9 @@ pub fn search(
         let Some((from, below)) = words.first().map(|w| (&w.1, &w.2)) else {
             return Ok((Vec::new(), false));
         };
-        let mut stmt = conn.prepare_cached(&search_sql(words.len()))?;
+        let mut stmt = conn.prepare_cached(search_sql(words.len()))?;
         let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now, &"", &limit, &offset, from, below];
-        for (pattern, _, _) in &words {
+        for (pattern, _, _) in &words[1..] {
             values.push(pattern);
         }
         let found = stmt.query_map(values.as_slice(), patient_from_row)?;
@@ -214,29 +211,55 @@ fn search_words(query: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The search statement for `words` words (see `search_words`): ?5 and ?6 are the first
-/// word's range, ?7 on each word's LIKE pattern. Each word must begin the first name, the last
-/// name or the email.
+/// The statements of the patient list, written once: everyone, those born on a date, and a
+/// search of one to four words.
+struct Statements {
+    everyone: String,
+    born: String,
+    search: [String; 4],
+}
+
+fn statements() -> &'static Statements {
+    static STATEMENTS: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        let order = "ORDER BY p.last_name COLLATE NOCASE, p.first_name COLLATE NOCASE, p.id
+                     LIMIT ?3 OFFSET ?4";
+        Statements {
+            everyone: select(&format!("WHERE ?2 = '' {order}")),
+            born: select(&format!("WHERE p.date_of_birth = ?2 {order}")),
+            search: [1, 2, 3, 4].map(write_search_sql),
+        }
+    })
+}
+
+/// The search statement for `words` words (1 to 4, see `search_words`).
+pub(crate) fn search_sql(words: usize) -> &'static str {
+    &statements().search[words.clamp(1, 4) - 1]
+}
+
+/// ?5 and ?6 are the first word's range, ?7 on the LIKE patterns of the words after it. Each
+/// word must begin the first name, the last name or the email.
 ///
 /// Three index ranges find the patients whose last name, first name or email begins with the
-/// first word; every word's LIKE checks them; their union, merged in name order, stops at the
-/// end of the page; only then are the page's portal statuses looked up. The last-name range
+/// first word; the other words' LIKE checks them; their union, merged in name order, stops at
+/// the end of the page; only then are the page's portal statuses looked up. The last-name range
 /// comes out of its index already in name order, so a common last name costs one page of rows,
-/// not every patient who has it. The plan does not depend on the words, so the statement
-/// stays prepared: written as ranges because SQLite turns `LIKE ?` into index ranges only by
-/// planning again for each new pattern.
-pub(crate) fn search_sql(words: usize) -> String {
-    let likes: Vec<String> = (0..words)
+/// not every patient who has it. The first word needs no LIKE: a name in its range begins with
+/// it (both compare ASCII letters without case, and nothing else), so a one-word search reads
+/// the last-name index alone. The plan does not depend on the words, so the statement stays
+/// prepared: written as ranges because SQLite turns `LIKE ?` into index ranges only by planning
+/// again for each new pattern.
+fn write_search_sql(words: usize) -> String {
+    let likes: String = (1..words)
         .map(|i| {
-            let n = i + 7;
-            format!("(first_name LIKE ?{n} OR last_name LIKE ?{n} OR email LIKE ?{n})")
+            let n = i + 6;
+            format!(" AND (first_name LIKE ?{n} OR last_name LIKE ?{n} OR email LIKE ?{n})")
         })
         .collect();
-    let likes = likes.join(" AND ");
     let arm = |column: &str| {
         format!(
             "SELECT id, last_name COLLATE NOCASE, first_name COLLATE NOCASE FROM patient
-              WHERE {column} COLLATE NOCASE >= ?5 AND {column} COLLATE NOCASE < ?6 AND {likes}"
+              WHERE {column} COLLATE NOCASE >= ?5 AND {column} COLLATE NOCASE < ?6{likes}"
         )
     };
     select(&format!(
