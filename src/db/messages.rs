@@ -355,29 +355,36 @@ pub enum StaffBox {
 }
 
 pub struct InboxRow {
-    pub thread: Thread,
+    pub thread_id: i64,
+    pub subject: String,
+    pub visible_count: i64,
     pub patient_name: String,
     pub patient_dob: String,
     pub unread: bool,
     pub last_activity_at: i64,
 }
 
-pub(crate) fn staff_box_sql(which: StaffBox) -> String {
-    let filter = match which {
-        StaffBox::Inbox => "ts.archived = 0",
-        StaffBox::Archived => "ts.archived = 1",
-        StaffBox::Sent => "ts.has_sent = 1",
-    };
-    format!(
-        "SELECT {THREAD_COLUMNS}, p.first_name || ' ' || p.last_name, p.date_of_birth,
-                ts.unread, ts.last_activity_at
-           FROM thread_staff ts
-           JOIN thread t ON t.id = ts.thread_id
-           JOIN patient p ON p.id = t.patient_id
-          WHERE ts.staff_id = ?1 AND {filter}
-          ORDER BY ts.last_activity_at DESC, ts.thread_id DESC
-          LIMIT ?2 OFFSET ?3"
-    )
+/// A box's rows come from its index alone: each staff member's row of a thread carries what the
+/// list shows of the thread and its patient (kept by the triggers of migration V12).
+pub(crate) fn staff_box_sql(which: StaffBox) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    let [inbox, archived, sent] = SQL.get_or_init(|| {
+        ["archived = 0", "archived = 1", "has_sent = 1"].map(|filter| {
+            format!(
+                "SELECT thread_id, subject, visible_count, patient_name, patient_born, unread,
+                        last_activity_at
+                   FROM thread_staff
+                  WHERE staff_id = ?1 AND {filter}
+                  ORDER BY last_activity_at DESC, thread_id DESC
+                  LIMIT ?2 OFFSET ?3"
+            )
+        })
+    });
+    match which {
+        StaffBox::Inbox => inbox,
+        StaffBox::Archived => archived,
+        StaffBox::Sent => sent,
+    }
 }
 
 /// One page of a staff member's box, newest activity first.
@@ -388,15 +395,17 @@ pub fn staff_box(
     page: u32,
     per_page: u32,
 ) -> rusqlite::Result<(Vec<InboxRow>, bool)> {
-    let mut stmt = conn.prepare_cached(&staff_box_sql(which))?;
+    let mut stmt = conn.prepare_cached(staff_box_sql(which))?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
     let rows = stmt.query_map(params![staff_id, i64::from(per_page) + 1, offset], |r| {
         Ok(InboxRow {
-            thread: thread_from_row(r)?,
-            patient_name: r.get(5)?,
-            patient_dob: r.get(6)?,
-            unread: r.get(7)?,
-            last_activity_at: r.get(8)?,
+            thread_id: r.get(0)?,
+            subject: r.get(1)?,
+            visible_count: r.get(2)?,
+            patient_name: r.get(3)?,
+            patient_dob: r.get(4)?,
+            unread: r.get(5)?,
+            last_activity_at: r.get(6)?,
         })
     })?;
     let mut rows: Vec<InboxRow> = rows.collect::<rusqlite::Result<_>>()?;

@@ -923,27 +923,28 @@ mod tests {
         );
         let inbox = plan(
             &conn,
-            &super::messages::staff_box_sql(super::messages::StaffBox::Inbox),
+            super::messages::staff_box_sql(super::messages::StaffBox::Inbox),
             rusqlite::params![1, 26, 0],
         );
-        // The inbox's rows come from its index alone (unread included), then two lookups each.
+        // A box's page is one range of its index, and nothing else: no lookups per row.
         assert!(
-            inbox.iter().any(|l| l.starts_with(
-                "SEARCH ts USING COVERING INDEX thread_staff_box (staff_id=? AND archived=?)"
-            )),
+            inbox.len() == 1
+                && inbox[0].starts_with(
+                    "SEARCH thread_staff USING COVERING INDEX thread_staff_box (staff_id=? AND archived=?)"
+                ),
             "{inbox:?}"
         );
         let boxes = |which| {
             plan(
                 &conn,
-                &super::messages::staff_box_sql(which),
+                super::messages::staff_box_sql(which),
                 rusqlite::params![1, 26, 0],
             )
         };
         let sent = boxes(super::messages::StaffBox::Sent);
         assert!(
-            sent.iter()
-                .any(|l| l.contains("INDEX thread_staff_sent (staff_id=? AND has_sent=?)")),
+            sent.len() == 1
+                && sent[0].contains("COVERING INDEX thread_staff_sent (staff_id=? AND has_sent=?)"),
             "{sent:?}"
         );
         let archived = boxes(super::messages::StaffBox::Archived);
@@ -997,6 +998,101 @@ mod tests {
         super::messages::address_to_staff(&conn, thread, 2, true, false, 0).unwrap();
         super::messages::address_to_staff(&conn, thread, 1, false, true, 1).unwrap();
         assert_eq!(first(&conn, thread), Some(1));
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn a_box_row_carries_its_thread_and_patient_and_follows_their_changes() {
+        use super::messages::{self as m, StaffBox};
+        let path = test_folder("box-copies");
+        std::fs::create_dir_all(&path).unwrap();
+        let mut conn = Connection::open(path.join("old.db")).unwrap();
+        // A database from before the copies: its rows get them from the thread and patient.
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(11))
+            .run(&mut conn)
+            .unwrap();
+        add_staff(&conn, 1);
+        conn.execute_batch(
+            "INSERT INTO patient (id, first_name, last_name, date_of_birth, email, created_at)
+                  VALUES (1, 'Riley', 'Morgan', '2010-01-01', '', 0);
+             INSERT INTO thread (id, patient_id, subject, started_by, created_at, visible_count,
+                                 last_visible_at)
+                  VALUES (1, 1, 'Old', 'portal', 0, 3, 0);
+             INSERT INTO thread_staff (thread_id, staff_id, unread, last_activity_at)
+                  VALUES (1, 1, 1, 5);",
+        )
+        .unwrap();
+        embedded::migrations::runner().run(&mut conn).unwrap();
+        let listed = |conn: &Connection, which| {
+            m::staff_box(conn, 1, which, 1, 25)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.thread_id,
+                        r.subject,
+                        r.visible_count,
+                        r.patient_name,
+                        r.patient_dob,
+                        r.unread,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let row = |id: i64, subject: &str, count: i64, name: &str, born: &str, unread: bool| {
+            (
+                id,
+                subject.to_owned(),
+                count,
+                name.to_owned(),
+                born.to_owned(),
+                unread,
+            )
+        };
+        assert_eq!(
+            listed(&conn, StaffBox::Inbox),
+            [row(1, "Old", 3, "Riley Morgan", "2010-01-01", true)]
+        );
+        // A new thread's row is filled when it is added; a message the patient sees counts.
+        let thread = m::insert_thread(&conn, 1, "New", "staff", 10).unwrap();
+        m::address_to_staff(&conn, thread, 1, false, true, 10).unwrap();
+        let message = |internal: bool| m::NewMessage {
+            thread_id: thread,
+            sender: m::Sender::Staff(1),
+            body: "Hello",
+            link_url: "",
+            internal,
+            idempotency_key: None,
+        };
+        m::insert_message(&conn, &message(false), 10).unwrap();
+        m::insert_message(&conn, &message(true), 11).unwrap();
+        m::insert_message(&conn, &message(false), 12).unwrap();
+        assert_eq!(
+            listed(&conn, StaffBox::Sent),
+            [row(thread, "New", 2, "Riley Morgan", "2010-01-01", false)]
+        );
+        // The patient's name and date of birth change on every row of theirs.
+        super::patients::update(
+            &conn,
+            1,
+            &super::patients::PatientFields {
+                first_name: "Riley",
+                last_name: "Morgan-Hale",
+                date_of_birth: "2010-01-02",
+                email: "",
+                phone: "",
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            listed(&conn, StaffBox::Inbox),
+            [
+                row(thread, "New", 2, "Riley Morgan-Hale", "2010-01-02", false),
+                row(1, "Old", 3, "Riley Morgan-Hale", "2010-01-02", true),
+            ]
+        );
         let _ = std::fs::remove_dir_all(path);
     }
 

@@ -70,11 +70,11 @@ pub fn inbox(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
                             tr.unread[row.unread] {
                                 td { strong { (row.patient_name) } br; "Born " (row.patient_dob) }
                                 td {
-                                    a href={ "/practice/messages/" (row.thread.id) } { (row.thread.subject) }
+                                    a href={ "/practice/messages/" (row.thread_id) } { (row.subject) }
                                     @if row.unread { " " span.count { "Unread" } }
                                 }
                                 td data-label="Last activity" { (format_local(row.last_activity_at)) }
-                                td data-label="Messages" { (row.thread.visible_count) }
+                                td data-label="Messages" { (row.visible_count) }
                             }
                         }
                     }
