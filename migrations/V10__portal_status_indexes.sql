@@ -6,3 +6,5 @@ CREATE INDEX portal_access_status ON portal_access (patient_id, role, status);
 DROP INDEX portal_access_by_patient;
 CREATE INDEX invitation_status ON invitation (patient_id, role, status, expires_at);
 DROP INDEX invitation_by_status;
+-- Its first column is the new index's first column.
+DROP INDEX invitation_by_patient;

@@ -443,6 +443,15 @@ fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry() {
                      VALUES (0, 'system', 'forged', 'not the last hash', 'x')";
     let refused = execute(&data, unchained).expect_err("an entry off the chain");
     assert!(refused.contains("only grows at its end"), "{refused}");
+    // Nor an entry put in the place of the last one (REPLACE deletes without the delete trigger).
+    let last = ids[ids.len() - 1];
+    let replaced = format!(
+        "INSERT OR REPLACE INTO audit_event (id, at, actor_kind, action, prev_hash, hash)
+         SELECT id, at, actor_kind, 'forged', prev_hash, 'replaced' FROM audit_event
+          WHERE id = {last}"
+    );
+    let refused = execute(&data, &replaced).expect_err("an entry replaced");
+    assert!(refused.contains("only grows at its end"), "{refused}");
     assert_eq!(
         query(&data, "SELECT * FROM audit_event ORDER BY id", &[]),
         all_rows,
@@ -503,17 +512,10 @@ fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry() {
     );
     assert!(a < b, "{a} {b}");
     const CONTENT: &str = "at, actor_kind, actor_id, action, patient_id, object, outcome, client";
-    // With the hashes moving too, b's prev_hash is parked first (one entry per prev_hash).
-    let swap = |columns: &str, park: bool| {
-        let parking = if park {
-            format!("UPDATE audit_event SET prev_hash = 'moving' WHERE id = {b};")
-        } else {
-            String::new()
-        };
+    let swap = |columns: &str| {
         format!(
             "DROP TRIGGER audit_event_no_update;
              CREATE TEMP TABLE original AS SELECT * FROM audit_event WHERE id IN ({a}, {b});
-             {parking}
              UPDATE audit_event SET ({columns}) = (SELECT {columns} FROM original WHERE id = {b})
               WHERE id = {a};
              UPDATE audit_event SET ({columns}) = (SELECT {columns} FROM original WHERE id = {a})
@@ -521,13 +523,10 @@ fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry() {
         )
     };
     // Whole rows, hashes included: the earlier one no longer follows the entry before it.
-    let reordered = tampered(
-        "reordered",
-        &swap(&format!("{CONTENT}, prev_hash, hash"), true),
-    );
+    let reordered = tampered("reordered", &swap(&format!("{CONTENT}, prev_hash, hash")));
     names_entry(&reordered, a, "reordered rows");
     // Only the contents, the hashes left in place: the earlier one no longer matches its hash.
-    let swapped = tampered("swapped", &swap(CONTENT, false));
+    let swapped = tampered("swapped", &swap(CONTENT));
     names_entry(&swapped, a, "swapped contents");
     assert!(swapped.1.contains("altered"), "{}", swapped.1);
 

@@ -1093,6 +1093,32 @@ mod tests {
                 row(1, "Old", 3, "Riley Morgan-Hale", "2010-01-02", true),
             ]
         );
+        // Archived rows keep their copies; a thread's subject follows it too.
+        m::set_archived(&conn, 1, 1, true, false).unwrap();
+        conn.execute("UPDATE thread SET subject = 'Renamed' WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(
+            listed(&conn, StaffBox::Archived),
+            [row(
+                1,
+                "Renamed",
+                3,
+                "Riley Morgan-Hale",
+                "2010-01-02",
+                true
+            )]
+        );
+        assert_eq!(
+            listed(&conn, StaffBox::Inbox),
+            [row(
+                thread,
+                "New",
+                2,
+                "Riley Morgan-Hale",
+                "2010-01-02",
+                false
+            )]
+        );
         let _ = std::fs::remove_dir_all(path);
     }
 

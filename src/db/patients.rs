@@ -195,9 +195,11 @@ fn search_words(query: &str) -> Vec<(String, String, String)> {
             let mut below: Vec<char> = word.chars().collect();
             // The last character that has a next one (U+10FFFF has none): raised, and what
             // followed it dropped. A word of only U+10FFFF matches up to the end of the index.
+            // '@' raised is 'A', which NOCASE reads as 'a': the bound is then '[', the next
+            // character it reads as itself (no folded name holds 'A' to 'Z').
             while let Some(last) = below.pop() {
                 if let Some(next) = (u32::from(last) + 1..=0x10FFFF).find_map(char::from_u32) {
-                    below.push(next);
+                    below.push(if next.is_ascii_uppercase() { '[' } else { next });
                     break;
                 }
             }
@@ -463,6 +465,8 @@ mod tests {
         assert!(words("% _").is_empty());
         // The last code point has no next one: the range ends after the one before it.
         assert_eq!(words("a\u{10FFFF}")[0].2, "b");
+        // NOCASE reads the 'A' after '@' as 'a', which would take in "john[", "john_" and more.
+        assert_eq!(words("John@"), [w("john@%", "john@", "john[")]);
         assert_eq!(words("one two three four five").len(), 4);
     }
 
@@ -478,6 +482,9 @@ mod tests {
             ("Riva", "Riverton", "riva@example.org"),
             ("Morgan", "Rivera", "m.rivera@example.org"),
             ("Dana", "Cole", "dana@example.org"),
+            ("John", "Sharp", "john@example.org"),
+            ("Johnny", "Sharp", "john_sharp@example.org"),
+            ("Jon", "Sharp", "john^@example.org"),
         ] {
             let fields = PatientFields {
                 first_name: first,
@@ -523,6 +530,13 @@ mod tests {
         assert_eq!(names("m.riv morgan", 1, 10).0, ["Morgan Rivera"]);
         assert!(names("riv dana", 1, 10).0.is_empty());
         assert!(names("ivera", 1, 10).0.is_empty(), "only beginnings match");
+        // A word is matched as typed, whatever sorts between it and its range's end.
+        assert_eq!(names("john@", 1, 10).0, ["John Sharp"]);
+        assert_eq!(
+            names("JOHN_", 1, 10).0.len(),
+            3,
+            "'_' is no wildcard, it is dropped"
+        );
         drop(conn);
         let _ = std::fs::remove_dir_all(path);
     }
