@@ -960,16 +960,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(path);
     }
 
-    #[test]
-    fn a_thread_keeps_the_staff_member_it_was_first_addressed_to() {
-        let path = test_folder("first-staff");
+    /// A database in a new folder, migrated only up to `version`, as an older Carepost left it.
+    fn migrated_up_to(label: &str, version: i32) -> (Connection, PathBuf) {
+        let path = test_folder(label);
         std::fs::create_dir_all(&path).unwrap();
         let mut conn = Connection::open(path.join("old.db")).unwrap();
-        // A database from before the column: its threads get it from their first staff row.
         embedded::migrations::runner()
-            .set_target(refinery::Target::Version(8))
+            .set_target(refinery::Target::Version(version))
             .run(&mut conn)
             .unwrap();
+        (conn, path)
+    }
+
+    #[test]
+    fn a_thread_keeps_the_staff_member_it_was_first_addressed_to() {
+        // A database from before the column: its threads get it from their first staff row.
+        let (mut conn, path) = migrated_up_to("first-staff", 8);
         add_staff(&conn, 1);
         add_staff(&conn, 2);
         conn.execute_batch(
@@ -1004,14 +1010,8 @@ mod tests {
     #[test]
     fn a_box_row_carries_its_thread_and_patient_and_follows_their_changes() {
         use super::messages::{self as m, StaffBox};
-        let path = test_folder("box-copies");
-        std::fs::create_dir_all(&path).unwrap();
-        let mut conn = Connection::open(path.join("old.db")).unwrap();
         // A database from before the copies: its rows get them from the thread and patient.
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(11))
-            .run(&mut conn)
-            .unwrap();
+        let (mut conn, path) = migrated_up_to("box-copies", 11);
         add_staff(&conn, 1);
         conn.execute_batch(
             "INSERT INTO patient (id, first_name, last_name, date_of_birth, email, created_at)
@@ -1222,18 +1222,11 @@ mod tests {
             "{plan:?}"
         );
         // A one-word search needs no LIKE: its last-name range is read from the index alone.
-        let one: Vec<String> = conn
-            .prepare(&format!(
-                "EXPLAIN QUERY PLAN {}",
-                super::patients::search_sql(1)
-            ))
-            .unwrap()
-            .query_map(rusqlite::params![0, "", 26, 0, "ngu", "ngv"], |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let one = self::plan(
+            &conn,
+            super::patients::search_sql(1),
+            rusqlite::params![0, "", 26, 0, "ngu", "ngv"],
+        );
         assert!(
             one.iter()
                 .any(|l| l.starts_with("SEARCH patient USING COVERING INDEX patient_by_name (")),
