@@ -441,19 +441,6 @@ pub fn staff_state(
     .optional()
 }
 
-pub fn set_unread(
-    conn: &Connection,
-    thread_id: i64,
-    staff_id: i64,
-    unread: bool,
-) -> rusqlite::Result<usize> {
-    crate::db::cached_exec(
-        conn,
-        "UPDATE thread_staff SET unread = ?3 WHERE thread_id = ?1 AND staff_id = ?2",
-        params![thread_id, staff_id, unread],
-    )
-}
-
 /// Marks a thread read for a staff member who has it on their list: a change only when it was
 /// unread, so a thread opened again writes no page (SQLite rewrites the index entries of a row
 /// set to the value it already has). Rows changed: 0 or 1.

@@ -1173,15 +1173,11 @@ mod tests {
         let (data, path) = fresh("search");
         let conn = data.connect().unwrap();
         let sql = super::patients::search_sql(2);
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(rusqlite::params![0, "", 26, 0, "ngu", "ngv", "an%"], |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let plan = self::plan(
+            &conn,
+            sql,
+            rusqlite::params![0, "", 26, 0, "ngu", "ngv", "an%"],
+        );
         let searched = |index: &str| {
             plan.iter()
                 .position(|l| l.starts_with(&format!("SEARCH patient USING INDEX {index} (")))

@@ -418,7 +418,7 @@ impl Bench {
         // Conversations older than two weeks have been read on both sides; most are archived.
         if at < self.now - 14 * DAY {
             let db = |e: rusqlite::Error| e.to_string();
-            messages::set_unread(conn, thread, staff.id, false).map_err(db)?;
+            messages::mark_read_staff(conn, thread, staff.id).map_err(db)?;
             messages::mark_read_portal(conn, thread, account_id).map_err(db)?;
             if self.rng.chance(0.6) {
                 messages::set_archived(conn, thread, staff.id, true, false).map_err(db)?;
