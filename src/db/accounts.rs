@@ -15,18 +15,24 @@ pub struct Staff {
     pub may_invite: bool,
 }
 
-const STAFF_COLUMNS: &str = "id, email, name, degree, access_level, is_admin, active, may_invite";
+pub(crate) const STAFF_COLUMNS: &str =
+    "id, email, name, degree, access_level, is_admin, active, may_invite";
 
 fn staff_from_row(r: &Row) -> rusqlite::Result<Staff> {
+    staff_at(r, 0)
+}
+
+/// A staff user from `STAFF_COLUMNS` found at column `at` of a row.
+pub(crate) fn staff_at(r: &Row, at: usize) -> rusqlite::Result<Staff> {
     Ok(Staff {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        name: r.get(2)?,
-        degree: r.get(3)?,
-        access_level: r.get(4)?,
-        is_admin: r.get(5)?,
-        active: r.get(6)?,
-        may_invite: r.get(7)?,
+        id: r.get(at)?,
+        email: r.get(at + 1)?,
+        name: r.get(at + 2)?,
+        degree: r.get(at + 3)?,
+        access_level: r.get(at + 4)?,
+        is_admin: r.get(at + 5)?,
+        active: r.get(at + 6)?,
+        may_invite: r.get(at + 7)?,
     })
 }
 
@@ -222,22 +228,6 @@ pub fn insert_portal_account(
     Ok(conn.last_insert_rowid())
 }
 
-pub fn portal_account(conn: &Connection, id: i64) -> rusqlite::Result<Option<PortalAccount>> {
-    crate::db::cached_row(
-        conn,
-        "SELECT id, email, name FROM portal_account WHERE id = ?1",
-        [id],
-        |r| {
-            Ok(PortalAccount {
-                id: r.get(0)?,
-                email: r.get(1)?,
-                name: r.get(2)?,
-            })
-        },
-    )
-    .optional()
-}
-
 pub fn portal_account_by_email(
     conn: &Connection,
     email: &str,
@@ -271,7 +261,7 @@ pub fn portal_credentials(
 }
 
 /// One patient record a portal account reaches, as themselves or as a caregiver.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatientAccess {
     pub patient_id: i64,
     pub patient_name: String,
@@ -291,27 +281,38 @@ pub fn accesses_for_account(
     conn: &Connection,
     account_id: i64,
 ) -> rusqlite::Result<Vec<PatientAccess>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT a.patient_id, p.first_name || ' ' || p.last_name, a.role, a.relationship,
-                a.status = 'active', p.first_name
-           FROM portal_access a JOIN patient p ON p.id = a.patient_id
-          WHERE a.account_id = ?1",
-    )?;
-    let mut rows = stmt
-        .query_map([account_id], |r| {
-            let access = PatientAccess {
-                patient_id: r.get(0)?,
-                patient_name: r.get(1)?,
-                role: r.get(2)?,
-                relationship: r.get(3)?,
-                active: r.get(4)?,
-            };
-            Ok((access, r.get::<_, String>(5)?))
-        })?
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ACCESS_COLUMNS} FROM portal_access a JOIN patient p ON p.id = a.patient_id
+          WHERE a.account_id = ?1"
+    ))?;
+    let rows = stmt
+        .query_map([account_id], |r| access_at(r, 0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    // Active first, the account's own record first among them, then by first name. Sorted
-    // here: an account has a handful of rows, and SQLite would build a sorter for them on
-    // every request.
+    Ok(sorted_accesses(rows))
+}
+
+/// The columns `access_at` reads, of `portal_access a` joined with `patient p`.
+pub(crate) const ACCESS_COLUMNS: &str =
+    "a.patient_id, p.first_name || ' ' || p.last_name, a.role, a.relationship,
+     a.status = 'active', p.first_name";
+
+/// An access from `ACCESS_COLUMNS` found at column `at` of a row, with the patient's first
+/// name to sort by.
+pub(crate) fn access_at(r: &Row, at: usize) -> rusqlite::Result<(PatientAccess, String)> {
+    let access = PatientAccess {
+        patient_id: r.get(at)?,
+        patient_name: r.get(at + 1)?,
+        role: r.get(at + 2)?,
+        relationship: r.get(at + 3)?,
+        active: r.get(at + 4)?,
+    };
+    Ok((access, r.get(at + 5)?))
+}
+
+/// Active first, the account's own record first among them, then by first name. Sorted here:
+/// an account has a handful of rows, and SQLite would build a sorter for them on every
+/// request.
+pub(crate) fn sorted_accesses(mut rows: Vec<(PatientAccess, String)>) -> Vec<PatientAccess> {
     rows.sort_by(|(a, a_first), (b, b_first)| {
         (!a.active, a.role != "self", a_first, a.patient_id).cmp(&(
             !b.active,
@@ -320,7 +321,7 @@ pub fn accesses_for_account(
             b.patient_id,
         ))
     });
-    Ok(rows.into_iter().map(|(access, _)| access).collect())
+    rows.into_iter().map(|(access, _)| access).collect()
 }
 
 /// The role ('self' or 'caregiver') an account holds, or held, for a patient.

@@ -1,7 +1,11 @@
 //! Server-side sessions. The cookie holds a random token; only its SHA-256 is stored.
 
 use crate::crypto;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::db::accounts::{
+    self, PatientAccess, PortalAccount, Staff, ACCESS_COLUMNS, STAFF_COLUMNS,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Audience {
@@ -54,28 +58,97 @@ pub fn create(
     Ok(token)
 }
 
-pub fn find(
+/// A session's columns, read by `session_from_row` at the start of a row.
+const SESSION_COLUMNS: &str =
+    "s.token_hash, s.principal_id, s.csrf_token, s.acting_patient_id, s.created_at, s.last_seen_at";
+
+fn session_from_row(r: &Row) -> rusqlite::Result<Session> {
+    Ok(Session {
+        token_hash: r.get(0)?,
+        principal_id: r.get(1)?,
+        csrf_token: r.get(2)?,
+        acting_patient_id: r.get(3)?,
+        created_at: r.get(4)?,
+        last_seen_at: r.get(5)?,
+    })
+}
+
+/// The practice-view session of `token` and its user, if active: one statement, the first of
+/// each request (SQLite takes and drops its log's read lock per statement).
+pub fn find_staff(
     conn: &Connection,
-    audience: Audience,
     token: &str,
-) -> rusqlite::Result<Option<Session>> {
-    crate::db::cached_row(
-        conn,
-        "SELECT token_hash, principal_id, csrf_token, acting_patient_id, created_at, last_seen_at
-           FROM session WHERE token_hash = ?1 AND audience = ?2",
-        params![crypto::sha256_hex(token.as_bytes()), audience.as_str()],
-        |r| {
-            Ok(Session {
-                token_hash: r.get(0)?,
-                principal_id: r.get(1)?,
-                csrf_token: r.get(2)?,
-                acting_patient_id: r.get(3)?,
-                created_at: r.get(4)?,
-                last_seen_at: r.get(5)?,
-            })
-        },
-    )
+) -> rusqlite::Result<Option<(Session, Option<Staff>)>> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let staff: String = STAFF_COLUMNS
+            .split(", ")
+            .map(|c| format!("st.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT {SESSION_COLUMNS}, {staff}
+               FROM session s LEFT JOIN staff st ON st.id = s.principal_id AND st.active = 1
+              WHERE s.token_hash = ?1 AND s.audience = 'staff'"
+        )
+    });
+    crate::db::cached_row(conn, sql, [crypto::sha256_hex(token.as_bytes())], |r| {
+        let staff = match r.get::<_, Option<i64>>(6)? {
+            Some(_) => Some(accounts::staff_at(r, 6)?),
+            None => None,
+        };
+        Ok((session_from_row(r)?, staff))
+    })
     .optional()
+}
+
+/// A portal account and every record it reaches or once reached (see
+/// `accounts::accesses_for_account`).
+pub type PortalUser = (PortalAccount, Vec<PatientAccess>);
+
+/// The portal session of `token` with its account and accesses, if the account still exists:
+/// one statement, the first of each request.
+pub fn find_portal(
+    conn: &Connection,
+    token: &str,
+) -> rusqlite::Result<Option<(Session, Option<PortalUser>)>> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "SELECT {SESSION_COLUMNS}, acc.id, acc.email, acc.name, {ACCESS_COLUMNS}
+               FROM session s LEFT JOIN portal_account acc ON acc.id = s.principal_id
+                    LEFT JOIN portal_access a ON a.account_id = acc.id
+                    LEFT JOIN patient p ON p.id = a.patient_id
+              WHERE s.token_hash = ?1 AND s.audience = 'portal'"
+        )
+    });
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query([crypto::sha256_hex(token.as_bytes())])?;
+    let Some(first) = rows.next()? else {
+        return Ok(None);
+    };
+    let session = session_from_row(first)?;
+    let Some(id) = first.get::<_, Option<i64>>(6)? else {
+        return Ok(Some((session, None)));
+    };
+    let account = PortalAccount {
+        id,
+        email: first.get(7)?,
+        name: first.get(8)?,
+    };
+    let mut accesses = Vec::new();
+    let mut row = Some(first);
+    while let Some(r) = row {
+        // An account with no access has one row, its access columns NULL.
+        if r.get_ref(9)? != rusqlite::types::ValueRef::Null {
+            accesses.push(accounts::access_at(r, 9)?);
+        }
+        row = rows.next()?;
+    }
+    Ok(Some((
+        session,
+        Some((account, accounts::sorted_accesses(accesses))),
+    )))
 }
 
 pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> rusqlite::Result<()> {
@@ -204,5 +277,111 @@ pub mod resets {
             params![audience.as_str(), principal_id],
             |r| r.get(0),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{create, find_portal, find_staff, Audience};
+    use crate::db::accounts::{self, NewStaff};
+    use crate::db::patients::{self, PatientFields};
+
+    fn patient(conn: &rusqlite::Connection, first: &str, last: &str) -> i64 {
+        let fields = PatientFields {
+            first_name: first,
+            last_name: last,
+            date_of_birth: "1980-01-01",
+            email: "",
+            phone: "",
+        };
+        patients::insert(conn, &fields, 0).unwrap()
+    }
+
+    #[test]
+    fn a_staff_session_is_found_with_its_user_while_the_user_is_active() {
+        let path = crate::db::test_folder("find-staff");
+        let conn = crate::db::DataDir::open(&path).unwrap().connect().unwrap();
+        let new = NewStaff {
+            email: "dr@example.org",
+            name: "Dr Who",
+            degree: "MD",
+            access_level: 4,
+            is_admin: true,
+            password_hash: "x",
+        };
+        let id = accounts::insert_staff(&conn, &new, 0).unwrap();
+        let token = create(&conn, Audience::Staff, id, None, 7).unwrap();
+        let (session, staff) = find_staff(&conn, &token).unwrap().unwrap();
+        assert_eq!((session.principal_id, session.last_seen_at), (id, 7));
+        let staff = staff.unwrap();
+        assert_eq!(
+            (staff.id, staff.name.as_str(), staff.is_admin),
+            (id, "Dr Who", true)
+        );
+        // Another audience's session, or a token not issued, finds nothing.
+        let portal = create(&conn, Audience::Portal, id, None, 7).unwrap();
+        assert!(find_staff(&conn, &portal).unwrap().is_none());
+        assert!(find_staff(&conn, &"0".repeat(64)).unwrap().is_none());
+        // A deactivated user's session is found without the user, for the caller to end it.
+        accounts::set_staff_active(&conn, id, false).unwrap();
+        let (session, staff) = find_staff(&conn, &token).unwrap().unwrap();
+        assert_eq!(session.principal_id, id);
+        assert!(staff.is_none());
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_portal_session_is_found_with_its_account_and_every_access_in_order() {
+        let path = crate::db::test_folder("find-portal");
+        let conn = crate::db::DataDir::open(&path).unwrap().connect().unwrap();
+        let account =
+            accounts::insert_portal_account(&conn, "a@example.org", "Ann", "x", 0).unwrap();
+        let token = create(&conn, Audience::Portal, account, None, 0).unwrap();
+        // No access yet: the account, and no access.
+        let (_, user) = find_portal(&conn, &token).unwrap().unwrap();
+        let (found, accesses) = user.unwrap();
+        assert_eq!((found.id, found.name.as_str()), (account, "Ann"));
+        assert!(accesses.is_empty());
+        let child = patient(&conn, "Bo", "Lee");
+        let own = patient(&conn, "Ann", "Lee");
+        let former = patient(&conn, "Al", "Lee");
+        accounts::grant_access(&conn, account, child, "caregiver", "parent", 0).unwrap();
+        accounts::grant_access(&conn, account, former, "caregiver", "parent", 0).unwrap();
+        accounts::grant_access(&conn, account, own, "self", "", 0).unwrap();
+        conn.execute(
+            "UPDATE portal_access SET status = 'revoked' WHERE patient_id = ?1",
+            [former],
+        )
+        .unwrap();
+        // Active first, the account's own record first, then by first name; revoked ones last.
+        let (_, user) = find_portal(&conn, &token).unwrap().unwrap();
+        let (_, accesses) = user.unwrap();
+        let shown: Vec<(i64, &str, bool)> = accesses
+            .iter()
+            .map(|a| (a.patient_id, a.patient_name.as_str(), a.active))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (own, "Ann Lee", true),
+                (child, "Bo Lee", true),
+                (former, "Al Lee", false)
+            ]
+        );
+        assert_eq!(
+            accesses,
+            accounts::accesses_for_account(&conn, account).unwrap()
+        );
+        // A staff session never passes as a portal one; a deleted account leaves its session
+        // found without it, for the caller to end.
+        let staff = create(&conn, Audience::Staff, account, None, 0).unwrap();
+        assert!(find_portal(&conn, &staff).unwrap().is_none());
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        conn.execute("DELETE FROM portal_account WHERE id = ?1", [account])
+            .unwrap();
+        let (session, user) = find_portal(&conn, &token).unwrap().unwrap();
+        assert_eq!(session.principal_id, account);
+        assert!(user.is_none());
+        std::fs::remove_dir_all(path).unwrap();
     }
 }

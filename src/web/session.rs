@@ -2,10 +2,11 @@
 //! handler starts with: it cannot forget to check, because it needs the value they return.
 
 use super::App;
-use crate::db::accounts::{self, PatientAccess, PortalAccount, Staff};
+use crate::db::accounts::{PatientAccess, PortalAccount, Staff};
 use crate::db::sessions::{self, Audience, Session};
 use crate::error::{AppError, AppResult, SessionEnd};
 use rouille::{Request, Response};
+use rusqlite::Connection;
 
 /// Sessions are refreshed in the database at most this often, not on every request.
 const TOUCH_EVERY_SECS: i64 = 30;
@@ -63,17 +64,19 @@ fn token(request: &Request, audience: Audience) -> Option<String> {
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The live session of this audience, if any: an idle or too-old one is ended here.
-fn live_session(
+/// The live session of this audience, if any, with what `find` read along with it (who it
+/// belongs to): an idle or too-old one is ended here.
+fn live_session<T>(
     app: &App,
     request: &Request,
     audience: Audience,
-) -> AppResult<Result<Session, Option<SessionEnd>>> {
+    find: impl FnOnce(&Connection, &str) -> rusqlite::Result<Option<(Session, T)>>,
+) -> AppResult<Result<(Session, T), Option<SessionEnd>>> {
     let Some(token) = token(request, audience) else {
         return Ok(Err(None));
     };
     let conn = app.pool.get();
-    let Some(session) = sessions::find(&conn, audience, &token)? else {
+    let Some((session, who)) = find(&conn, &token)? else {
         return Ok(Err(None));
     };
     let now = app.clock.now();
@@ -93,7 +96,18 @@ fn live_session(
     if now - session.last_seen_at >= TOUCH_EVERY_SECS {
         sessions::touch(&conn, &session.token_hash, now)?;
     }
-    Ok(Ok(session))
+    Ok(Ok((session, who)))
+}
+
+/// A session whose user is gone (deleted, or deactivated) is ended at once.
+fn end_orphaned(app: &App, session: &Session, portal: bool) -> AppError {
+    if let Err(e) = sessions::delete(&app.pool.get(), &session.token_hash) {
+        return e.into();
+    }
+    AppError::SignInRequired {
+        portal,
+        ended: None,
+    }
 }
 
 /// A signed-in, active staff user.
@@ -103,22 +117,15 @@ pub struct StaffCaller {
 }
 
 pub fn staff(app: &App, request: &Request) -> AppResult<StaffCaller> {
-    let session =
-        live_session(app, request, Audience::Staff)?.map_err(|ended| AppError::SignInRequired {
+    let (session, staff) = live_session(app, request, Audience::Staff, sessions::find_staff)?
+        .map_err(|ended| AppError::SignInRequired {
             portal: false,
             ended,
         })?;
-    let conn = app.pool.get();
     // A deactivated user is signed out at once: their sessions no longer find them.
-    match accounts::active_staff(&conn, session.principal_id)? {
+    match staff {
         Some(staff) => Ok(StaffCaller { staff, session }),
-        None => {
-            sessions::delete(&conn, &session.token_hash)?;
-            Err(AppError::SignInRequired {
-                portal: false,
-                ended: None,
-            })
-        }
+        None => Err(end_orphaned(app, &session, false)),
     }
 }
 
@@ -148,21 +155,14 @@ impl PortalCaller {
 }
 
 pub fn portal_user(app: &App, request: &Request) -> AppResult<PortalCaller> {
-    let session = live_session(app, request, Audience::Portal)?.map_err(|ended| {
-        AppError::SignInRequired {
+    let (session, user) = live_session(app, request, Audience::Portal, sessions::find_portal)?
+        .map_err(|ended| AppError::SignInRequired {
             portal: true,
             ended,
-        }
-    })?;
-    let conn = app.pool.get();
-    let Some(account) = accounts::portal_account(&conn, session.principal_id)? else {
-        sessions::delete(&conn, &session.token_hash)?;
-        return Err(AppError::SignInRequired {
-            portal: true,
-            ended: None,
-        });
+        })?;
+    let Some((account, accesses)) = user else {
+        return Err(end_orphaned(app, &session, true));
     };
-    let accesses = accounts::accesses_for_account(&conn, account.id)?;
     // Access is re-read on every request, so a revocation takes effect on the next click.
     let acting = session
         .acting_patient_id
