@@ -78,6 +78,78 @@ pub fn run<C: Send>(
     until: Until,
     work: impl Fn(&mut C, u64) -> Outcome + Sync,
 ) -> (Figures, Vec<C>) {
+    let (raw, clients) = run_raw(clients, until, work);
+    (raw.figures(), clients)
+}
+
+/// What the requests of one or more runs took, before it is summed up as `Figures`.
+#[derive(Default)]
+struct Raw {
+    latencies: Vec<Duration>,
+    errors: u64,
+    bytes: u64,
+    first_error: Option<String>,
+    seconds: f64,
+    /// The server's CPU seconds over the runs (when measured).
+    server_cpu: f64,
+}
+
+impl Raw {
+    fn add(&mut self, other: Raw) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.bytes += other.bytes;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.seconds += other.seconds;
+        self.server_cpu += other.server_cpu;
+    }
+
+    fn figures(self) -> Figures {
+        let mut figures = Figures::from_latencies(self.latencies, self.errors, self.seconds);
+        figures.bytes = self.bytes;
+        figures.first_error = self.first_error;
+        figures.server_cpu_us = self.server_cpu * 1e6 / figures.requests.max(1) as f64;
+        figures
+    }
+}
+
+/// Two measurements taken in turns, `turns` times `slice` each, so that both see the same
+/// machine: on a shared machine whose load drifts, a baseline measured a minute apart from
+/// what it is compared with moved the ratio by as much as a fifth. Each side's figures include
+/// the server's CPU per request (of process `pid`).
+#[allow(clippy::too_many_arguments)]
+pub fn alternate<A: Send, B: Send>(
+    pid: u32,
+    turns: u32,
+    slice: Duration,
+    a: Vec<A>,
+    work_a: impl Fn(&mut A, u64) -> Outcome + Sync,
+    b: Vec<B>,
+    work_b: impl Fn(&mut B, u64) -> Outcome + Sync,
+) -> (Figures, Vec<A>, Figures, Vec<B>) {
+    let (mut a, mut b) = (a, b);
+    let (mut raw_a, mut raw_b) = (Raw::default(), Raw::default());
+    for _ in 0..turns {
+        let before = cpu_seconds(pid);
+        let (mut ra, back_a) = run_raw(a, Until::Elapsed(slice), &work_a);
+        let middle = cpu_seconds(pid);
+        let (mut rb, back_b) = run_raw(b, Until::Elapsed(slice), &work_b);
+        ra.server_cpu = middle - before;
+        rb.server_cpu = cpu_seconds(pid) - middle;
+        raw_a.add(ra);
+        raw_b.add(rb);
+        (a, b) = (back_a, back_b);
+    }
+    (raw_a.figures(), a, raw_b.figures(), b)
+}
+
+fn run_raw<C: Send>(
+    clients: Vec<C>,
+    until: Until,
+    work: impl Fn(&mut C, u64) -> Outcome + Sync,
+) -> (Raw, Vec<C>) {
     let too_many_errors = AtomicBool::new(false);
     let counter = AtomicU64::new(0);
     let started = Instant::now();
@@ -123,23 +195,22 @@ pub fn run<C: Send>(
             .map(|h| h.join().expect("load client panicked"))
             .collect()
     });
-    let seconds = started.elapsed().as_secs_f64();
-    let mut all = Vec::new();
-    let (mut errors, mut bytes, mut first_error) = (0, 0, None);
+    let mut raw = Raw {
+        seconds: started.elapsed().as_secs_f64(),
+        ..Raw::default()
+    };
     let mut clients = Vec::new();
-    for (client, latencies, e, b, fe) in results {
-        all.extend(latencies);
-        errors += e;
-        bytes += b;
-        if first_error.is_none() {
-            first_error = fe;
-        }
+    for (client, latencies, errors, bytes, first_error) in results {
+        raw.add(Raw {
+            latencies,
+            errors,
+            bytes,
+            first_error,
+            ..Raw::default()
+        });
         clients.push(client);
     }
-    let mut figures = Figures::from_latencies(all, errors, seconds);
-    figures.bytes = bytes;
-    figures.first_error = first_error;
-    (figures, clients)
+    (raw, clients)
 }
 
 /// Measures `clients` for `duration` while `background` clients run beside them, from a little

@@ -209,52 +209,96 @@ impl Page {
     }
 }
 
+/// Turns of static asset and page in `measure_pages` when the two are taken together.
+const TURNS: u32 = 10;
+
+/// One page kind for `seconds`; with `statics` (clients fetching the stylesheet at `css`), the
+/// static asset too, in turns with the page (see `load::alternate`), for as long again.
 fn measure_page(
     page: Page,
     pid: u32,
-    portal: Vec<Signed>,
-    staff: Vec<Signed>,
+    clients: Vec<Signed>,
     seconds: Duration,
-) -> (Figures, Vec<Signed>, Vec<Signed>) {
+    statics: Option<(Vec<Client>, &str)>,
+) -> (Figures, Vec<Signed>, Option<(Figures, Vec<Client>)>) {
     let work = |c: &mut Signed, _| get_ok(&mut c.client, &page.path(&c.probe));
-    if page.portal() {
-        let (f, portal) =
-            load::with_server_cpu(pid, || load::run(portal, Until::Elapsed(seconds), work));
-        (f, portal, staff)
-    } else {
-        let (f, staff) =
-            load::with_server_cpu(pid, || load::run(staff, Until::Elapsed(seconds), work));
-        (f, portal, staff)
+    match statics {
+        None => {
+            let (f, clients) =
+                load::with_server_cpu(pid, || load::run(clients, Until::Elapsed(seconds), work));
+            (f, clients, None)
+        }
+        Some((statics, css)) => {
+            let css_work = |c: &mut Client, _| get_ok(c, css);
+            let (s, statics, f, clients) = load::alternate(
+                pid,
+                TURNS,
+                seconds / TURNS,
+                statics,
+                css_work,
+                clients,
+                work,
+            );
+            (f, clients, Some((s, statics)))
+        }
     }
 }
 
-/// Every page kind, one after the other, with `clients` clients each.
+/// Every page kind, one after the other, with `clients` clients each. With `paired`, each page
+/// in turns with the static asset (see `measure_page`): its figures come second.
 fn measure_pages(
     addr: SocketAddr,
     pid: u32,
     probes: &[Probe],
     clients: usize,
     seconds: Duration,
-) -> Result<Vec<(Page, Figures)>, String> {
+    paired: bool,
+) -> Result<(Vec<(Page, Figures)>, Vec<Figures>), String> {
     let mut portal = sign_in_all(addr, probes, clients, true)?;
     let mut staff = sign_in_all(addr, probes, clients, false)?;
+    let (mut statics, css) = if paired {
+        let css = stylesheet(addr)?;
+        (Some(static_clients(addr, clients, &css)?), css)
+    } else {
+        (None, String::new())
+    };
     let mut out = Vec::new();
+    let mut static_figures = Vec::new();
     for page in Page::ALL {
-        let (f, p, s) = measure_page(page, pid, portal, staff, seconds);
+        let side = if page.portal() {
+            &mut portal
+        } else {
+            &mut staff
+        };
+        let (f, back, with) = measure_page(
+            page,
+            pid,
+            std::mem::take(side),
+            seconds,
+            statics.take().map(|s| (s, css.as_str())),
+        );
+        *side = back;
+        if let Some((s, back)) = with {
+            static_figures.push(s);
+            statics = Some(back);
+        }
         say(&format!(
-            "  {:<34} {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server CPU {:>5.0} µs/request  errors {}",
+            "  {:<34} {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server CPU {:>5.0} µs/request  errors {}{}",
             page.name(),
             f.per_second(),
             f.p50_ms,
             f.p99_ms,
             f.server_cpu_us,
-            f.errors
+            f.errors,
+            static_figures
+                .last()
+                .filter(|_| paired)
+                .map(|s| format!("  (static asset in turns: {:.0}/s)", s.per_second()))
+                .unwrap_or_default()
         ));
-        portal = p;
-        staff = s;
         out.push((page, f));
     }
-    Ok(out)
+    Ok((out, static_figures))
 }
 
 /// The address of the stylesheet every page links to.
@@ -297,6 +341,20 @@ fn measure_own_work(
 
 const STATIC_ASSET: &str = "Static asset (baseline)";
 
+/// `clients` connections that have each fetched the stylesheet at `css` once.
+fn static_clients(addr: SocketAddr, clients: usize, css: &str) -> Result<Vec<Client>, String> {
+    // Connections are opened one after the other, as the signed-in clients' are: a burst of
+    // new connections can leave one unserved in tiny_http until the idle watch ends it (see the
+    // README's Performance section).
+    let mut warm = Vec::new();
+    for _ in 0..clients {
+        let mut c = Client::new(addr);
+        get_ok(&mut c, css)?;
+        warm.push(c);
+    }
+    Ok(warm)
+}
+
 /// The same server answering its stylesheet (the address every page links to).
 fn static_baseline(
     addr: SocketAddr,
@@ -305,15 +363,7 @@ fn static_baseline(
     seconds: Duration,
 ) -> Result<Figures, String> {
     let css = stylesheet(addr)?;
-    // Connections are opened one after the other, as the signed-in clients' are: a burst of
-    // new connections can leave one unserved in tiny_http until the idle watch ends it (see the
-    // README's Performance section).
-    let mut warm = Vec::new();
-    for _ in 0..clients {
-        let mut c = Client::new(addr);
-        get_ok(&mut c, &css)?;
-        warm.push(c);
-    }
+    let warm = static_clients(addr, clients, &css)?;
     Ok(load::with_server_cpu(pid, || {
         load::run(warm, Until::Elapsed(seconds), |c, _| get_ok(c, &css))
     })
@@ -580,7 +630,9 @@ fn run(args: &Args) -> Result<u64, String> {
                 &bench.probes,
                 args.clients,
                 seconds,
-            )?;
+                false,
+            )?
+            .0;
             errors += pages.iter().map(|(_, f)| f.errors).sum::<u64>();
             by_size.push((bench.messages, pages));
             server.stop()?;
@@ -600,12 +652,13 @@ fn run(args: &Args) -> Result<u64, String> {
             baseline.errors,
             baseline.first_error.as_deref().unwrap_or("")
         ));
-        let pages = measure_pages(
+        let (pages, paired) = measure_pages(
             server.addr,
             server.pid(),
             &bench.probes,
             args.clients,
             seconds,
+            true,
         )?;
         by_size.push((bench.messages, pages.clone()));
         say("Each request's own work: the handler called in this process, one request at a time");
@@ -776,10 +829,19 @@ fn run(args: &Args) -> Result<u64, String> {
         report.build_seconds = build_seconds;
 
         let ratio = |f: &Figures| f.per_second() / baseline.per_second().max(1e-9);
+        // A page's ratio is to the static asset measured in turns with it.
+        let page_ratio = |i: usize, f: &Figures| f.per_second() / paired[i].per_second().max(1e-9);
         report.rows.push(Row::new(STATIC_ASSET, &baseline, None));
-        for (page, f) in &pages {
-            report.rows.push(Row::new(page.name(), f, Some(ratio(f))));
+        for (i, (page, f)) in pages.iter().enumerate() {
+            report
+                .rows
+                .push(Row::new(page.name(), f, Some(page_ratio(i, f))));
         }
+        report.static_around = pages
+            .iter()
+            .zip(&paired)
+            .map(|((page, _), s)| (page.name().to_owned(), s.per_second()))
+            .collect();
         report.rows.push(Row::new(
             "Pages, all kinds in turn",
             &alone,
@@ -819,7 +881,7 @@ fn run(args: &Args) -> Result<u64, String> {
 
         // The goals of issue 9, each with the figure that decides it.
         let first = &by_size[0];
-        for (page, f) in &pages {
+        for (i, (page, f)) in pages.iter().enumerate() {
             report.goals.push(Goal::at_most(
                 &format!("{}: p99 at 16 clients", page.name()),
                 f.p99_ms,
@@ -828,7 +890,7 @@ fn run(args: &Args) -> Result<u64, String> {
             ));
             report.goals.push(Goal::at_least(
                 &format!("{}: throughput / static", page.name()),
-                ratio(f),
+                page_ratio(i, f),
                 0.5,
                 "×",
             ));

@@ -81,6 +81,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Each request's own work without HTTP, in µs of CPU (see `inprocess`).
     pub own_work: Vec<(String, f64)>,
+    /// Each page with the static asset's throughput measured in turns with it, which its
+    /// ratio is taken against.
+    pub static_around: Vec<(String, f64)>,
     pub goals: Vec<Goal>,
     pub by_size: Vec<(u64, Vec<(String, Figures)>)>,
     pub errors: u64,
@@ -216,6 +219,19 @@ impl Report {
             "\nBaselines: static asset from the same server; `sha256sum` + durable write of the same bytes {:.0} MB/s; `sha256sum` alone {:.0} MB/s; disk {:.0} fsyncs/s (4 KiB writes).\n",
             self.baseline_store_mb_s, self.baseline_hash_mb_s, self.fsyncs_per_second
         );
+        if !self.static_around.is_empty() {
+            let around: Vec<String> = self
+                .static_around
+                .iter()
+                .map(|(name, r)| format!("{name} {r:.0}/s"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "Each page's ratio is to the static asset measured in turns with it, ten turns of {:.1} s each (the figures above are the page's turns), so that both see the same load on the machine; the static asset's throughput in those turns: {}.\n",
+                self.seconds / 10.0,
+                around.join("; ")
+            );
+        }
         self.own_work_table(&mut md);
         if self.by_size.len() > 1 {
             let _ = writeln!(md, "## Page p99 as the history grows\n");
@@ -375,6 +391,16 @@ impl Report {
             .map(|(name, us)| format!("{}: {}", json_str(name), json_num(*us)))
             .collect();
         let _ = writeln!(j, "  \"own_work_us\": {{{}}},", own.join(", "));
+        let around: Vec<String> = self
+            .static_around
+            .iter()
+            .map(|(name, r)| format!("{}: {}", json_str(name), json_num(*r)))
+            .collect();
+        let _ = writeln!(
+            j,
+            "  \"static_around_per_second\": {{{}}},",
+            around.join(", ")
+        );
         let _ = writeln!(
             j,
             "  \"resources\": {{\"startup_seconds\": {}, \"idle_mib\": {}, \"peak_mib\": {}, \"db_bytes_per_message\": {}, \"binary_bytes\": {}, \"fsyncs_per_second\": {}, \"baseline_store_mb_s\": {}, \"baseline_hash_mb_s\": {}}},",
