@@ -212,6 +212,12 @@ impl Page {
 /// Turns of static asset and page in `measure_pages` when the two are taken together.
 const TURNS: u32 = 10;
 
+/// The static asset's figures from the turns taken with a page, and its clients back.
+type InTurns = Option<(Figures, Vec<Client>)>;
+
+/// Each page kind's figures, and the static asset's from the turns with each (when paired).
+type PagesFigures = (Vec<(Page, Figures)>, Vec<Figures>);
+
 /// One page kind for `seconds`; with `statics` (clients fetching the stylesheet at `css`), the
 /// static asset too, in turns with the page (see `load::alternate`), for as long again.
 fn measure_page(
@@ -220,7 +226,7 @@ fn measure_page(
     clients: Vec<Signed>,
     seconds: Duration,
     statics: Option<(Vec<Client>, &str)>,
-) -> (Figures, Vec<Signed>, Option<(Figures, Vec<Client>)>) {
+) -> (Figures, Vec<Signed>, InTurns) {
     let work = |c: &mut Signed, _| get_ok(&mut c.client, &page.path(&c.probe));
     match statics {
         None => {
@@ -253,7 +259,7 @@ fn measure_pages(
     clients: usize,
     seconds: Duration,
     paired: bool,
-) -> Result<(Vec<(Page, Figures)>, Vec<Figures>), String> {
+) -> Result<PagesFigures, String> {
     let mut portal = sign_in_all(addr, probes, clients, true)?;
     let mut staff = sign_in_all(addr, probes, clients, false)?;
     let (mut statics, css) = if paired {
