@@ -843,6 +843,7 @@ fn run(args: &Args) -> Result<u64, String> {
                 .rows
                 .push(Row::new(page.name(), f, Some(page_ratio(i, f))));
         }
+        report.turns = TURNS;
         report.static_around = pages
             .iter()
             .zip(&paired)

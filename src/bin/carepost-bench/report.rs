@@ -84,6 +84,8 @@ pub struct Report {
     /// Each page with the static asset's throughput measured in turns with it, which its
     /// ratio is taken against.
     pub static_around: Vec<(String, f64)>,
+    /// How many turns of each the pages and the static asset took (see `static_around`).
+    pub turns: u32,
     pub goals: Vec<Goal>,
     pub by_size: Vec<(u64, Vec<(String, Figures)>)>,
     pub errors: u64,
@@ -227,8 +229,9 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 md,
-                "Each page's ratio is to the static asset measured in turns with it, ten turns of {:.1} s each (the figures above are the page's turns), so that both see the same load on the machine; the static asset's throughput in those turns: {}.\n",
-                self.seconds / 10.0,
+                "Each page's ratio is to the static asset measured in turns with it, {} turns of {:.1} s each (the page's figures above are from its turns), so that both see the same load on the machine; the static asset's throughput in those turns: {}. The mixed rows (pages in turn, pages beside sign-ins) are set against the static asset's own measurement, the first row. At the smaller sizes each page is measured in one stretch.\n",
+                self.turns,
+                self.seconds / f64::from(self.turns.max(1)),
                 around.join("; ")
             );
         }
