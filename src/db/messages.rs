@@ -418,9 +418,8 @@ pub fn staff_box(
 /// exactly those rows. Named, because SQLite would rather count through the inbox's index,
 /// which also holds `unread` but covers every row of the staff member's inbox (measured at
 /// 1,000,000 messages: 705 µs against 16 µs).
-pub(crate) const UNREAD_COUNT_SQL: &str =
-    "SELECT count(*) FROM thread_staff INDEXED BY thread_staff_unread
-  WHERE staff_id = ?1 AND unread = 1 AND archived = 0";
+/// Kept on the staff row by triggers (migration V13).
+pub(crate) const UNREAD_COUNT_SQL: &str = "SELECT unread_threads FROM staff WHERE id = ?1";
 
 pub fn unread_count(conn: &Connection, staff_id: i64) -> rusqlite::Result<i64> {
     crate::db::cached_row(conn, UNREAD_COUNT_SQL, [staff_id], |r| r.get(0))

@@ -951,10 +951,11 @@ mod tests {
         for p in [&mailbox, &inbox, &sent, &archived] {
             assert!(!p.iter().any(|l| l.contains("TEMP B-TREE")), "{p:?}");
         }
-        // The unread count reads only the unread rows.
+        // The unread count is one row's.
         let unread = plan(&conn, super::messages::UNREAD_COUNT_SQL, [1]);
-        assert!(
-            unread.len() == 1 && unread[0].ends_with("INDEX thread_staff_unread (staff_id=?)"),
+        assert_eq!(
+            unread,
+            ["SEARCH staff USING INTEGER PRIMARY KEY (rowid=?)"],
             "{unread:?}"
         );
         let _ = std::fs::remove_dir_all(path);
@@ -1004,6 +1005,109 @@ mod tests {
         super::messages::address_to_staff(&conn, thread, 2, true, false, 0).unwrap();
         super::messages::address_to_staff(&conn, thread, 1, false, true, 1).unwrap();
         assert_eq!(first(&conn, thread), Some(1));
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
+    fn each_staff_members_unread_count_follows_every_change_of_their_rows() {
+        use super::messages as m;
+        // A database from before the count: it is counted when the migration runs.
+        let (mut conn, path) = migrated_up_to("unread-count", 12);
+        add_staff(&conn, 1);
+        add_staff(&conn, 2);
+        conn.execute_batch(
+            "INSERT INTO patient (id, first_name, last_name, date_of_birth, email, created_at)
+                  VALUES (1, 'Riley', 'Morgan', '2010-01-01', '', 0);
+             INSERT INTO thread (id, patient_id, subject, started_by, created_at, visible_count,
+                                 last_visible_at)
+                  VALUES (1, 1, 'One', 'portal', 0, 1, 0), (2, 1, 'Two', 'portal', 0, 1, 0),
+                         (3, 1, 'Three', 'portal', 0, 1, 0);
+             INSERT INTO thread_staff (thread_id, staff_id, unread, archived, last_activity_at)
+                  VALUES (1, 1, 1, 0, 5), (2, 1, 1, 1, 5), (1, 2, 0, 0, 5);",
+        )
+        .unwrap();
+        embedded::migrations::runner().run(&mut conn).unwrap();
+        let kept = |conn: &Connection| [1, 2].map(|id| m::unread_count(conn, id).unwrap());
+        let counted = |conn: &Connection| {
+            [1, 2].map(|id: i64| -> i64 {
+                conn.query_row(
+                    "SELECT count(*) FROM thread_staff
+                      WHERE staff_id = ?1 AND unread = 1 AND archived = 0",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+            })
+        };
+        assert_eq!(kept(&conn), [1, 0]);
+        type Step = (&'static str, fn(&Connection), [i64; 2]);
+        let steps: [Step; 9] = [
+            (
+                "the patient writes in an archived thread",
+                |c| m::patient_wrote(c, 2, 10).unwrap(),
+                [2, 0],
+            ),
+            (
+                "a thread is addressed to someone new",
+                |c| m::address_to_staff(c, 2, 2, true, false, 11).unwrap(),
+                [2, 1],
+            ),
+            (
+                "a thread is read",
+                |c| {
+                    m::mark_read_staff(c, 1, 1).unwrap();
+                },
+                [1, 1],
+            ),
+            (
+                "a thread is read again",
+                |c| {
+                    m::mark_read_staff(c, 1, 1).unwrap();
+                },
+                [1, 1],
+            ),
+            (
+                "an unread thread is archived",
+                |c| {
+                    m::set_archived(c, 2, 2, true, false).unwrap();
+                },
+                [1, 0],
+            ),
+            (
+                "the patient writes",
+                |c| m::patient_wrote(c, 1, 12).unwrap(),
+                [2, 1],
+            ),
+            (
+                "a row is added unread",
+                |c| m::address_to_staff(c, 3, 1, true, false, 13).unwrap(),
+                [3, 1],
+            ),
+            (
+                "a row moves to someone else",
+                |c| {
+                    c.execute(
+                        "UPDATE thread_staff SET staff_id = 2 WHERE thread_id = 3",
+                        [],
+                    )
+                    .unwrap();
+                },
+                [2, 2],
+            ),
+            (
+                "rows are deleted",
+                |c| {
+                    c.execute("DELETE FROM thread_staff WHERE thread_id = 1", [])
+                        .unwrap();
+                },
+                [1, 1],
+            ),
+        ];
+        for (what, step, expected) in steps {
+            step(&conn);
+            assert_eq!(counted(&conn), expected, "the rows after: {what}");
+            assert_eq!(kept(&conn), expected, "the count after: {what}");
+        }
         let _ = std::fs::remove_dir_all(path);
     }
 
