@@ -901,6 +901,21 @@ mod tests {
     }
 
     #[test]
+    fn a_requests_caller_is_found_by_lookups_alone() {
+        let (data, path) = fresh("caller-plans");
+        let conn = data.connect().unwrap();
+        for sql in [
+            super::sessions::staff_caller_sql(),
+            super::sessions::portal_caller_sql(),
+        ] {
+            let steps = plan(&conn, sql, ["x"]);
+            // Each table found by its key: no scan, and no join built before it is used.
+            assert!(steps.iter().all(|l| l.starts_with("SEARCH")), "{steps:?}");
+        }
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
     fn mailbox_inbox_and_unread_count_read_one_index_range_and_sort_nothing() {
         let (data, path) = fresh("list-plans");
         let conn = data.connect().unwrap();
