@@ -926,7 +926,7 @@ mod tests {
         );
         assert!(
             mailbox.iter().any(|l| l.starts_with("SEARCH t USING")
-                && l.contains("INDEX thread_by_patient (patient_id=?)")),
+                && l.contains("COVERING INDEX thread_by_patient (patient_id=?)")),
             "{mailbox:?}"
         );
         // Each row's staff name is one primary-key lookup (the thread's first_staff_id).
