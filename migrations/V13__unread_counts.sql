@@ -1,7 +1,8 @@
 -- Each staff member's number of unread threads in their inbox, kept by triggers, so a practice
 -- page reads one row for it instead of counting the unread rows (16 µs at 1,000,000 messages in
 -- the benchmark, and growing with the backlog). The partial index of unread rows stays: the
--- reminders read it.
+-- reminders read it. A later migration that rebuilds thread_staff (new table, copy, rename)
+-- drops these triggers: it must create them again and count again, as below.
 ALTER TABLE staff ADD COLUMN unread_threads INTEGER NOT NULL DEFAULT 0;
 
 UPDATE staff SET unread_threads =

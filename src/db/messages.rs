@@ -414,11 +414,8 @@ pub fn staff_box(
     Ok((rows, more))
 }
 
-/// A staff member's unread count, shown on every practice page: from the partial index of
-/// exactly those rows. Named, because SQLite would rather count through the inbox's index,
-/// which also holds `unread` but covers every row of the staff member's inbox (measured at
-/// 1,000,000 messages: 705 µs against 16 µs).
-/// Kept on the staff row by triggers (migration V13).
+/// A staff member's unread count, shown on every practice page: kept on their staff row by
+/// triggers on `thread_staff` (migration V13), so it is read, not counted.
 pub(crate) const UNREAD_COUNT_SQL: &str = "SELECT unread_threads FROM staff WHERE id = ?1";
 
 pub fn unread_count(conn: &Connection, staff_id: i64) -> rusqlite::Result<i64> {

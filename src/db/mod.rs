@@ -1056,7 +1056,7 @@ mod tests {
         };
         assert_eq!(kept(&conn), [1, 0]);
         type Step = (&'static str, fn(&Connection), [i64; 2]);
-        let steps: [Step; 9] = [
+        let steps: [Step; 11] = [
             (
                 "the patient writes in an archived thread",
                 |c| m::patient_wrote(c, 2, 10).unwrap(),
@@ -1091,6 +1091,16 @@ mod tests {
             (
                 "the patient writes",
                 |c| m::patient_wrote(c, 1, 12).unwrap(),
+                [2, 1],
+            ),
+            (
+                "someone already on an archived thread is addressed again",
+                |c| m::address_to_staff(c, 2, 2, true, false, 12).unwrap(),
+                [2, 2],
+            ),
+            (
+                "someone already on it sends in it, which makes it read for them",
+                |c| m::address_to_staff(c, 2, 2, false, true, 12).unwrap(),
                 [2, 1],
             ),
             (
