@@ -908,7 +908,7 @@ mod tests {
             super::sessions::staff_caller_sql(),
             super::sessions::portal_caller_sql(),
         ] {
-            let steps = plan(&conn, sql, ["x"]);
+            let steps = plan(&conn, sql, ["x", "staff"]);
             // Each table found by its key: no scan, and no join built before it is used.
             assert!(steps.iter().all(|l| l.starts_with("SEARCH")), "{steps:?}");
         }

@@ -85,7 +85,7 @@ pub(crate) fn staff_caller_sql() -> &'static str {
         format!(
             "SELECT {SESSION_COLUMNS}, {staff}
                FROM session s LEFT JOIN staff st ON st.id = s.principal_id AND st.active = 1
-              WHERE s.token_hash = ?1 AND s.audience = 'staff'"
+              WHERE s.token_hash = ?1 AND s.audience = ?2"
         )
     })
 }
@@ -97,7 +97,8 @@ pub fn find_staff(
     token: &str,
 ) -> rusqlite::Result<Option<(Session, Option<Staff>)>> {
     let hash = crypto::sha256_hex(token.as_bytes());
-    crate::db::cached_row(conn, staff_caller_sql(), [hash], |r| {
+    let found = params![hash, Audience::Staff.as_str()];
+    crate::db::cached_row(conn, staff_caller_sql(), found, |r| {
         let staff = match r.get::<_, Option<i64>>(6)? {
             Some(_) => Some(accounts::staff_at(r, 6)?),
             None => None,
@@ -122,7 +123,7 @@ pub(crate) fn portal_caller_sql() -> &'static str {
                FROM session s LEFT JOIN portal_account acc ON acc.id = s.principal_id
                     LEFT JOIN portal_access a ON a.account_id = acc.id
                     LEFT JOIN patient p ON p.id = a.patient_id
-              WHERE s.token_hash = ?1 AND s.audience = 'portal'"
+              WHERE s.token_hash = ?1 AND s.audience = ?2"
         )
     })
 }
@@ -133,9 +134,9 @@ pub fn find_portal(
     conn: &Connection,
     token: &str,
 ) -> rusqlite::Result<Option<(Session, Option<PortalUser>)>> {
-    let sql = portal_caller_sql();
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query([crypto::sha256_hex(token.as_bytes())])?;
+    let mut stmt = conn.prepare_cached(portal_caller_sql())?;
+    let hash = crypto::sha256_hex(token.as_bytes());
+    let mut rows = stmt.query(params![hash, Audience::Portal.as_str()])?;
     let Some(first) = rows.next()? else {
         return Ok(None);
     };

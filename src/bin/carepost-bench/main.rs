@@ -298,7 +298,6 @@ fn measure_pages(
             f.errors,
             static_figures
                 .last()
-                .filter(|_| paired)
                 .map(|s| format!("  (static asset in turns: {:.0}/s)", s.per_second()))
                 .unwrap_or_default()
         ));
@@ -844,7 +843,7 @@ fn run(args: &Args) -> Result<u64, String> {
                 .push(Row::new(page.name(), f, Some(page_ratio(i, f))));
         }
         report.turns = TURNS;
-        report.static_around = pages
+        report.static_in_turns = pages
             .iter()
             .zip(&paired)
             .map(|((page, _), s)| (page.name().to_owned(), s.per_second()))

@@ -83,8 +83,8 @@ pub struct Report {
     pub own_work: Vec<(String, f64)>,
     /// Each page with the static asset's throughput measured in turns with it, which its
     /// ratio is taken against.
-    pub static_around: Vec<(String, f64)>,
-    /// How many turns of each the pages and the static asset took (see `static_around`).
+    pub static_in_turns: Vec<(String, f64)>,
+    /// How many turns of each the pages and the static asset took (see `static_in_turns`).
     pub turns: u32,
     pub goals: Vec<Goal>,
     pub by_size: Vec<(u64, Vec<(String, Figures)>)>,
@@ -221,9 +221,9 @@ impl Report {
             "\nBaselines: static asset from the same server; `sha256sum` + durable write of the same bytes {:.0} MB/s; `sha256sum` alone {:.0} MB/s; disk {:.0} fsyncs/s (4 KiB writes).\n",
             self.baseline_store_mb_s, self.baseline_hash_mb_s, self.fsyncs_per_second
         );
-        if !self.static_around.is_empty() {
+        if !self.static_in_turns.is_empty() {
             let around: Vec<String> = self
-                .static_around
+                .static_in_turns
                 .iter()
                 .map(|(name, r)| format!("{name} {r:.0}/s"))
                 .collect();
@@ -395,13 +395,13 @@ impl Report {
             .collect();
         let _ = writeln!(j, "  \"own_work_us\": {{{}}},", own.join(", "));
         let around: Vec<String> = self
-            .static_around
+            .static_in_turns
             .iter()
             .map(|(name, r)| format!("{}: {}", json_str(name), json_num(*r)))
             .collect();
         let _ = writeln!(
             j,
-            "  \"static_around_per_second\": {{{}}},",
+            "  \"static_in_turns_per_second\": {{{}}},",
             around.join(", ")
         );
         let _ = writeln!(
