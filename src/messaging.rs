@@ -40,52 +40,18 @@ impl Draft<'_> {
         Ok(())
     }
 
-    /// Writes the message, and its attachment row, inside the caller's transaction.
-    #[allow(clippy::too_many_arguments)]
-    fn insert(
-        &self,
-        tx: &Connection,
-        thread_id: i64,
-        sender: Sender,
-        key: Option<&str>,
-        actor: &Actor,
-        patient_id: i64,
-        now: i64,
-    ) -> rusqlite::Result<i64> {
-        let message = messages::insert_message(
-            tx,
-            &NewMessage {
-                thread_id,
-                sender,
-                body: self.body,
-                link_url: self.link.trim(),
-                internal: false,
-                idempotency_key: key,
-            },
-            now,
-        )?;
-        if let Some((_, file)) = self.file {
-            let id = attachments::insert(
-                tx,
-                &NewAttachment {
-                    message_id: message,
-                    sha256: &file.sha256,
-                    size: file.size,
-                    media_type: file.media_type,
-                    file_name: &file.file_name,
-                },
-                now,
-            )?;
-            audit::record(
-                tx,
-                actor,
-                "attachment.upload",
-                Some(patient_id),
-                &format!("attachment {id} message {message}"),
-                now,
-            )?;
+    /// What the send writes, owned: the write runs on the writer thread.
+    fn letter(&self) -> Letter {
+        Letter {
+            body: self.body.to_owned(),
+            link_url: self.link.trim().to_owned(),
+            file: self.file.map(|(_, f)| StoredFile {
+                sha256: f.sha256.clone(),
+                size: f.size,
+                media_type: f.media_type,
+                file_name: f.file_name.clone(),
+            }),
         }
-        Ok(message)
     }
 
     fn check(&self) -> FieldErrors {
@@ -113,6 +79,74 @@ impl Draft<'_> {
             errors.add("link", problem);
         }
         errors
+    }
+}
+
+/// A checked draft as the database receives it. A send's transaction runs on the writer
+/// thread (`Pool::write_together`), together with the other sends and thread views waiting at
+/// that moment: one commit, one flush and one copy of each shared page (the thread's, the
+/// audit log's newest) for all of them, instead of one each.
+struct Letter {
+    body: String,
+    link_url: String,
+    file: Option<StoredFile>,
+}
+
+/// An attachment already kept in the store (`Draft::keep_file`).
+struct StoredFile {
+    sha256: String,
+    size: u64,
+    media_type: &'static str,
+    file_name: String,
+}
+
+impl Letter {
+    /// Writes the message, and its attachment row, inside the caller's transaction.
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &self,
+        tx: &Connection,
+        thread_id: i64,
+        sender: Sender,
+        key: Option<&str>,
+        actor: &Actor,
+        patient_id: i64,
+        now: i64,
+    ) -> rusqlite::Result<i64> {
+        let message = messages::insert_message(
+            tx,
+            &NewMessage {
+                thread_id,
+                sender,
+                body: &self.body,
+                link_url: &self.link_url,
+                internal: false,
+                idempotency_key: key,
+            },
+            now,
+        )?;
+        if let Some(file) = &self.file {
+            let id = attachments::insert(
+                tx,
+                &NewAttachment {
+                    message_id: message,
+                    sha256: &file.sha256,
+                    size: file.size,
+                    media_type: file.media_type,
+                    file_name: &file.file_name,
+                },
+                now,
+            )?;
+            audit::record(
+                tx,
+                actor,
+                "attachment.upload",
+                Some(patient_id),
+                &format!("attachment {id} message {message}"),
+                now,
+            )?;
+        }
+        Ok(message)
     }
 }
 
@@ -189,15 +223,15 @@ fn already_sent(
     }
 }
 
-fn clean_key(key: &str) -> Option<&str> {
+fn clean_key(key: &str) -> Option<String> {
     let key = key.trim();
-    (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then_some(key)
+    (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_owned())
 }
 
 /// A patient (or caregiver) starts a thread with a practice member of level 3 or higher.
 #[allow(clippy::too_many_arguments)]
 pub fn patient_starts(
-    conn: &mut Connection,
+    pool: &Pool,
     practice: &Practice,
     caller: PortalCaller,
     recipient: &str,
@@ -207,17 +241,18 @@ pub fn patient_starts(
     now: i64,
 ) -> Result<Sent, AppError> {
     let key = clean_key(key);
-    if let Some(thread) = already_sent(conn, key, caller.sender())? {
-        return Ok(Sent::Thread(thread));
-    }
+    let recipient = {
+        let conn = pool.get();
+        if let Some(thread) = already_sent(&conn, key.as_deref(), caller.sender())? {
+            return Ok(Sent::Thread(thread));
+        }
+        let id = recipient.trim().parse::<i64>().ok();
+        accounts::message_recipients(&conn)?
+            .into_iter()
+            .find(|s| Some(s.id) == id)
+    };
     // "To" comes first on the form, so its problem comes first in the summary.
     let mut errors = FieldErrors::default();
-    let recipient: Option<Staff> = recipient.trim().parse::<i64>().ok().and_then(|id| {
-        accounts::message_recipients(conn)
-            .ok()?
-            .into_iter()
-            .find(|s| s.id == id)
-    });
     if recipient.is_none() {
         errors.add(
             "recipient",
@@ -230,43 +265,47 @@ pub fn patient_starts(
     let (Some(recipient), true) = (recipient, errors.is_empty()) else {
         return Ok(Sent::Invalid(errors));
     };
-    let subject = draft.subject.unwrap_or("").trim();
+    let subject = draft.subject.unwrap_or("").trim().to_owned();
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&*conn)?;
-    // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = already_sent(&tx, key, caller.sender())? {
-        return Ok(Sent::Thread(existing));
-    }
-    let thread = messages::insert_thread(&tx, caller.patient_id, subject, "portal", now)?;
-    let message = draft.insert(
-        &tx,
-        thread,
-        caller.sender(),
-        key,
-        &Actor::portal(caller.account_id, client),
-        caller.patient_id,
-        now,
-    )?;
-    messages::address_to_staff(&tx, thread, recipient.id, true, false, now)?;
-    if practice.auto_chart {
-        chart_message(&tx, caller.patient_id, message, subject, None, now)?;
-    }
-    audit::record(
-        &tx,
-        &Actor::portal(caller.account_id, client),
-        "message.send",
-        Some(caller.patient_id),
-        &format!("thread {thread} message {message}"),
-        now,
-    )?;
-    tx.commit()?;
+    let letter = draft.letter();
+    let actor = Actor::portal(caller.account_id, client);
+    let auto_chart = practice.auto_chart;
+    let thread = pool.write_together(move |tx| {
+        // Checked again in the write: two clicks at once send one message.
+        if let Some(existing) = already_sent(tx, key.as_deref(), caller.sender())? {
+            return Ok(existing);
+        }
+        let thread = messages::insert_thread(tx, caller.patient_id, &subject, "portal", now)?;
+        let message = letter.insert(
+            tx,
+            thread,
+            caller.sender(),
+            key.as_deref(),
+            &actor,
+            caller.patient_id,
+            now,
+        )?;
+        messages::address_to_staff(tx, thread, recipient.id, true, false, now)?;
+        if auto_chart {
+            chart_message(tx, caller.patient_id, message, &subject, None, now)?;
+        }
+        audit::record(
+            tx,
+            &actor,
+            "message.send",
+            Some(caller.patient_id),
+            &format!("thread {thread} message {message}"),
+            now,
+        )?;
+        Ok(thread)
+    })?;
     Ok(Sent::Thread(thread))
 }
 
 /// A patient (or caregiver) replies in one of the patient's threads.
 #[allow(clippy::too_many_arguments)]
 pub fn patient_replies(
-    conn: &mut Connection,
+    pool: &Pool,
     practice: &Practice,
     caller: PortalCaller,
     thread_id: i64,
@@ -275,52 +314,60 @@ pub fn patient_replies(
     client: &str,
     now: i64,
 ) -> Result<Sent, AppError> {
-    let thread = messages::thread_for_patient(conn, caller.patient_id, thread_id)?
-        .ok_or(AppError::NotFound)?;
     let key = clean_key(key);
-    if let Some(existing) = already_sent(conn, key, caller.sender())? {
-        return Ok(Sent::Thread(existing));
-    }
+    let thread = {
+        let conn = pool.get();
+        let thread = messages::thread_for_patient(&conn, caller.patient_id, thread_id)?
+            .ok_or(AppError::NotFound)?;
+        if let Some(existing) = already_sent(&conn, key.as_deref(), caller.sender())? {
+            return Ok(Sent::Thread(existing));
+        }
+        thread
+    };
     let errors = draft.check();
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
     }
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&*conn)?;
-    // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = already_sent(&tx, key, caller.sender())? {
-        return Ok(Sent::Thread(existing));
-    }
-    let message = draft.insert(
-        &tx,
-        thread.id,
-        caller.sender(),
-        key,
-        &Actor::portal(caller.account_id, client),
-        thread.patient_id,
-        now,
-    )?;
-    messages::patient_wrote(&tx, thread.id, now)?;
-    if practice.auto_chart {
-        chart_message(&tx, thread.patient_id, message, &thread.subject, None, now)?;
-    }
-    audit::record(
-        &tx,
-        &Actor::portal(caller.account_id, client),
-        "message.send",
-        Some(thread.patient_id),
-        &format!("thread {} message {message}", thread.id),
-        now,
-    )?;
-    tx.commit()?;
-    Ok(Sent::Thread(thread.id))
+    let letter = draft.letter();
+    let actor = Actor::portal(caller.account_id, client);
+    let auto_chart = practice.auto_chart;
+    let thread = pool.write_together(move |tx| {
+        // Checked again in the write: two clicks at once send one message.
+        if let Some(existing) = already_sent(tx, key.as_deref(), caller.sender())? {
+            return Ok(existing);
+        }
+        let message = letter.insert(
+            tx,
+            thread.id,
+            caller.sender(),
+            key.as_deref(),
+            &actor,
+            thread.patient_id,
+            now,
+        )?;
+        messages::patient_wrote(tx, thread.id, now)?;
+        if auto_chart {
+            chart_message(tx, thread.patient_id, message, &thread.subject, None, now)?;
+        }
+        audit::record(
+            tx,
+            &actor,
+            "message.send",
+            Some(thread.patient_id),
+            &format!("thread {} message {message}", thread.id),
+            now,
+        )?;
+        Ok(thread.id)
+    })?;
+    Ok(Sent::Thread(thread))
 }
 
 /// A staff member starts a thread with an enrolled patient: exactly one notification email to
 /// each address with active access to the patient (rule 8), in the same transaction.
 #[allow(clippy::too_many_arguments)]
 pub fn staff_starts(
-    conn: &mut Connection,
+    pool: &Pool,
     practice: &Practice,
     staff: &Staff,
     patient_id: i64,
@@ -331,11 +378,16 @@ pub fn staff_starts(
     client: &str,
     now: i64,
 ) -> Result<Sent, AppError> {
-    let patient = patients::get(conn, patient_id, now)?.ok_or(AppError::NotFound)?;
     let key = clean_key(key);
-    if let Some(thread) = already_sent(conn, key, Sender::Staff(staff.id))? {
-        return Ok(Sent::Thread(thread));
-    }
+    let sender = Sender::Staff(staff.id);
+    let patient = {
+        let conn = pool.get();
+        let patient = patients::get(&conn, patient_id, now)?.ok_or(AppError::NotFound)?;
+        if let Some(thread) = already_sent(&conn, key.as_deref(), sender)? {
+            return Ok(Sent::Thread(thread));
+        }
+        patient
+    };
     let mut errors = draft.check();
     if !practice.messaging_enabled {
         errors.add("patient", "Patient messaging is switched off in the practice settings, so the patient could not read a message.");
@@ -345,46 +397,43 @@ pub fn staff_starts(
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
     }
-    let subject = draft.subject.unwrap_or("").trim();
+    let subject = draft.subject.unwrap_or("").trim().to_owned();
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&*conn)?;
-    // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = already_sent(&tx, key, Sender::Staff(staff.id))? {
-        return Ok(Sent::Thread(existing));
-    }
-    let thread = messages::insert_thread(&tx, patient.id, subject, "staff", now)?;
-    let message = draft.insert(
-        &tx,
-        thread,
-        Sender::Staff(staff.id),
-        key,
-        &Actor::staff(staff.id, client),
-        patient.id,
-        now,
-    )?;
-    messages::address_to_staff(&tx, thread, staff.id, false, true, now)?;
-    for email in accounts::portal_emails_of_patient(&tx, patient.id)? {
-        outbox::queue_new_message_notice(&tx, &practice.name, &email, base_url, now)?;
-    }
-    if chart {
-        chart_message(&tx, patient.id, message, subject, Some(staff.id), now)?;
-    }
-    audit::record(
-        &tx,
-        &Actor::staff(staff.id, client),
-        "message.send",
-        Some(patient.id),
-        &format!("thread {thread} message {message}"),
-        now,
-    )?;
-    tx.commit()?;
+    let letter = draft.letter();
+    let actor = Actor::staff(staff.id, client);
+    let (staff_id, practice_name, base_url) =
+        (staff.id, practice.name.clone(), base_url.to_owned());
+    let thread = pool.write_together(move |tx| {
+        // Checked again in the write: two clicks at once send one message.
+        if let Some(existing) = already_sent(tx, key.as_deref(), sender)? {
+            return Ok(existing);
+        }
+        let thread = messages::insert_thread(tx, patient.id, &subject, "staff", now)?;
+        let message = letter.insert(tx, thread, sender, key.as_deref(), &actor, patient.id, now)?;
+        messages::address_to_staff(tx, thread, staff_id, false, true, now)?;
+        for email in accounts::portal_emails_of_patient(tx, patient.id)? {
+            outbox::queue_new_message_notice(tx, &practice_name, &email, &base_url, now)?;
+        }
+        if chart {
+            chart_message(tx, patient.id, message, &subject, Some(staff_id), now)?;
+        }
+        audit::record(
+            tx,
+            &actor,
+            "message.send",
+            Some(patient.id),
+            &format!("thread {thread} message {message}"),
+            now,
+        )?;
+        Ok(thread)
+    })?;
     Ok(Sent::Thread(thread))
 }
 
 /// A staff member replies in a thread: no email (rule 8).
 #[allow(clippy::too_many_arguments)]
 pub fn staff_replies(
-    conn: &mut Connection,
+    pool: &Pool,
     staff: &Staff,
     thread_id: i64,
     draft: &Draft,
@@ -393,53 +442,62 @@ pub fn staff_replies(
     client: &str,
     now: i64,
 ) -> Result<Sent, AppError> {
-    let thread = messages::thread_for_staff(conn, staff.id, staff.access_level, thread_id)?
-        .ok_or(AppError::NotFound)?;
     let key = clean_key(key);
-    if let Some(existing) = already_sent(conn, key, Sender::Staff(staff.id))? {
-        return Ok(Sent::Thread(existing));
-    }
+    let sender = Sender::Staff(staff.id);
+    let thread = {
+        let conn = pool.get();
+        let thread = messages::thread_for_staff(&conn, staff.id, staff.access_level, thread_id)?
+            .ok_or(AppError::NotFound)?;
+        if let Some(existing) = already_sent(&conn, key.as_deref(), sender)? {
+            return Ok(Sent::Thread(existing));
+        }
+        thread
+    };
     let errors = draft.check();
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
     }
     draft.keep_file()?;
-    let tx = crate::db::begin_write(&*conn)?;
-    // Checked again under the write lock: two clicks at once send one message.
-    if let Some(existing) = already_sent(&tx, key, Sender::Staff(staff.id))? {
-        return Ok(Sent::Thread(existing));
-    }
-    let message = draft.insert(
-        &tx,
-        thread.id,
-        Sender::Staff(staff.id),
-        key,
-        &Actor::staff(staff.id, client),
-        thread.patient_id,
-        now,
-    )?;
-    messages::staff_wrote(&tx, thread.id, now)?;
-    messages::address_to_staff(&tx, thread.id, staff.id, false, true, now)?;
-    if chart {
-        chart_message(
-            &tx,
+    let letter = draft.letter();
+    let actor = Actor::staff(staff.id, client);
+    let staff_id = staff.id;
+    let thread = pool.write_together(move |tx| {
+        // Checked again in the write: two clicks at once send one message.
+        if let Some(existing) = already_sent(tx, key.as_deref(), sender)? {
+            return Ok(existing);
+        }
+        let message = letter.insert(
+            tx,
+            thread.id,
+            sender,
+            key.as_deref(),
+            &actor,
             thread.patient_id,
-            message,
-            &thread.subject,
-            Some(staff.id),
             now,
         )?;
-    }
-    audit::record(
-        &tx,
-        &Actor::staff(staff.id, client),
-        "message.send",
-        Some(thread.patient_id),
-        &format!("thread {} message {message}", thread.id),
-        now,
-    )?;
-    tx.commit()?;
-    Ok(Sent::Thread(thread.id))
+        messages::staff_wrote(tx, thread.id, now)?;
+        messages::address_to_staff(tx, thread.id, staff_id, false, true, now)?;
+        if chart {
+            chart_message(
+                tx,
+                thread.patient_id,
+                message,
+                &thread.subject,
+                Some(staff_id),
+                now,
+            )?;
+        }
+        audit::record(
+            tx,
+            &actor,
+            "message.send",
+            Some(thread.patient_id),
+            &format!("thread {} message {message}", thread.id),
+            now,
+        )?;
+        Ok(thread.id)
+    })?;
+    Ok(Sent::Thread(thread))
 }
 
 /// Opens a thread for a staff member: the whole thread with internal notes; it becomes read
@@ -802,5 +860,151 @@ mod tests {
         ] {
             assert!(link_problem(bad).is_some(), "{bad}");
         }
+    }
+    /// Sixteen patients reply at once while another writer holds the write turn: their sends
+    /// queue for the writer thread and commit together, at most two transactions for all (one
+    /// for a send taken before the rest were queued), and each is written whole, with its audit
+    /// entry, and answered with its thread.
+    #[test]
+    fn sends_made_at_once_share_one_transaction_and_each_is_written_whole() {
+        use crate::db::accounts::NewStaff;
+        use crate::db::{begin_write, practice, test_folder, DataDir};
+        use std::sync::Arc;
+
+        let path = test_folder("sends-together");
+        let data = DataDir::open(&path).unwrap();
+        let setup = data.connect().unwrap();
+        let now = 1_800_000_000;
+        practice::insert(&setup, "Practice", true, false, now).unwrap();
+        let practice = practice::get(&setup).unwrap().unwrap();
+        let doctor = accounts::insert_staff(
+            &setup,
+            &NewStaff {
+                email: "doc@example.org",
+                name: "Dr Doc",
+                degree: "MD",
+                access_level: 4,
+                is_admin: false,
+                password_hash: "x",
+            },
+            now,
+        )
+        .unwrap();
+        let pool = Arc::new(Pool::new(&data, 4, 8).unwrap());
+        let callers: Vec<(PortalCaller, i64)> = (0..16)
+            .map(|i| {
+                let patient = patients::insert(
+                    &setup,
+                    &patients::PatientFields {
+                        first_name: "Pat",
+                        last_name: &format!("Number{i}"),
+                        date_of_birth: "1980-01-01",
+                        email: &format!("p{i}@example.org"),
+                        phone: "",
+                    },
+                    now,
+                )
+                .unwrap();
+                let account = accounts::insert_portal_account(
+                    &setup,
+                    &format!("p{i}@example.org"),
+                    "Pat",
+                    "x",
+                    now,
+                )
+                .unwrap();
+                accounts::grant_access(&setup, account, patient, "self", "", now).unwrap();
+                let caller = PortalCaller {
+                    account_id: account,
+                    patient_id: patient,
+                    caregiver: false,
+                };
+                let draft = Draft {
+                    subject: Some("Refill"),
+                    body: "First",
+                    link: "",
+                    file: None,
+                };
+                let key = format!("{i:064x}");
+                let sent = patient_starts(
+                    &pool,
+                    &practice,
+                    caller,
+                    &doctor.to_string(),
+                    &draft,
+                    &key,
+                    "test",
+                    now,
+                )
+                .unwrap();
+                let Sent::Thread(thread) = sent else {
+                    panic!("the first message was refused")
+                };
+                (caller, thread)
+            })
+            .collect();
+
+        let holder = data.connect().unwrap();
+        let turn = begin_write(&holder).unwrap();
+        let (_, submitted_before) = pool.writer_counts();
+        let sending: Vec<_> = callers
+            .iter()
+            .enumerate()
+            .map(|(i, &(caller, thread))| {
+                let (pool, practice) = (Arc::clone(&pool), practice.clone());
+                std::thread::spawn(move || {
+                    let body = format!("Reply {i}");
+                    let draft = Draft {
+                        subject: None,
+                        body: &body,
+                        link: "",
+                        file: None,
+                    };
+                    let key = format!("{:064x}", 100 + i);
+                    patient_replies(&pool, &practice, caller, thread, &draft, &key, "test", now)
+                })
+            })
+            .collect();
+        let waited = std::time::Instant::now();
+        while pool.writer_counts().1 < submitted_before + 16 {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(20),
+                "the sends did not queue for the writer thread"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (batches_before, _) = pool.writer_counts();
+        drop(turn);
+        for (sender, &(_, thread)) in sending.into_iter().zip(&callers) {
+            match sender.join().unwrap().unwrap() {
+                Sent::Thread(id) => assert_eq!(id, thread),
+                Sent::Invalid(_) => panic!("a reply was refused"),
+            }
+        }
+        let used = pool.writer_counts().0 - batches_before;
+        assert!(
+            used <= 2,
+            "16 sends queued together took {used} transactions"
+        );
+
+        let reader = data.connect().unwrap();
+        for (i, &(_, thread)) in callers.iter().enumerate() {
+            let bodies: Vec<String> = messages::messages(&reader, thread, false)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.body)
+                .collect();
+            assert_eq!(bodies, ["First".to_owned(), format!("Reply {i}")]);
+        }
+        let audited: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM audit_event WHERE action = 'message.send'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(audited, 32, "every send audited");
+        pool.stop_threads();
+        let _ = std::fs::remove_dir_all(path);
     }
 }

@@ -138,6 +138,12 @@ impl Batcher {
         self.batches.load(Ordering::Relaxed)
     }
 
+    /// Jobs handed to the queue so far (for tests).
+    #[cfg(test)]
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
+    }
+
     /// Finishes the queued jobs and ends the thread; returns once it has ended.
     pub fn stop(&self) {
         self.writer.stop();

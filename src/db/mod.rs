@@ -550,12 +550,30 @@ impl Pool {
 
     /// Runs `work` in the next write transaction shared with other requests' small writes, and
     /// returns once it is on disk (see `batch::Batcher::write`; `work` must not use the pool).
+    ///
+    /// A bulk load (`bulk_load_without_fsync`) has one writer, whom the hand-off to the writer
+    /// thread would only slow down: its work runs at once, in its own transaction, on a
+    /// connection of the pool (so a pool of one keeps reading and writing on one connection,
+    /// whose cache no other connection's commit empties).
     pub fn write_together<T, F>(&self, work: F) -> rusqlite::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        if bulk_loading() {
+            let conn = self.get();
+            let tx = begin_write(&conn)?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            return Ok(value);
+        }
         self.writer.write(work)
+    }
+
+    /// The writer thread's transactions committed so far, and the jobs handed to it (for tests).
+    #[cfg(test)]
+    pub(crate) fn writer_counts(&self) -> (u64, u64) {
+        (self.writer.batches(), self.writer.submitted())
     }
 
     /// Ends the writer thread (after its queued writes) and the checkpoint thread, for the final

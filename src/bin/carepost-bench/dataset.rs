@@ -6,7 +6,7 @@
 use carepost::attachments::Store;
 use carepost::db::accounts::{self, NewStaff, Staff};
 use carepost::db::practice::{self, Practice};
-use carepost::db::{messages, patients, DataDir};
+use carepost::db::{messages, patients, DataDir, Pool};
 use carepost::messaging::{self, Draft, PortalCaller, Sent};
 use carepost::{crypto, error::AppError};
 use rusqlite::Connection;
@@ -129,13 +129,37 @@ fn open(data: &Path) -> Result<(DataDir, Connection), String> {
     Ok((dir, conn))
 }
 
+/// What the practice is written through: the sends take a pool and write on its writer thread,
+/// as in the server, and so do the builder's own changes to threads (read markers, archiving),
+/// so that one connection writes them all (a write from another connection would empty its
+/// page cache each time). The builder's connection writes the staff and patients first.
+struct Writers {
+    conn: Connection,
+    pool: Pool,
+    /// Holds the folder's lock.
+    _dir: DataDir,
+}
+
+impl Writers {
+    fn open(data: &Path) -> Result<Writers, String> {
+        let (dir, conn) = open(data)?;
+        let pool = Pool::new(&dir, 1, 8)?;
+        Ok(Writers {
+            conn,
+            pool,
+            _dir: dir,
+        })
+    }
+}
+
 impl Bench {
     /// Staff, patients, portal accounts and the probes, in an empty folder.
     pub fn create(data: &Path, sizes: Sizes, probes: usize, now: i64) -> Result<Bench, String> {
-        let (_dir, conn) = open(data)?;
+        let writers = Writers::open(data)?;
+        let conn = &writers.conn;
         let db = |e: rusqlite::Error| e.to_string();
         let hash = crypto::hash_password(PASSWORD)?;
-        practice::insert(&conn, "Riverside Family Practice", true, false, now).map_err(db)?;
+        practice::insert(conn, "Riverside Family Practice", true, false, now).map_err(db)?;
         let mut rng = Rng::new(0x5eed_ca7e_9057);
         conn.execute_batch("BEGIN").map_err(db)?;
         // Clinicians (level 3 and 4) answer patients; the rest are nurses and the front desk.
@@ -148,7 +172,7 @@ impl Bench {
             };
             let name = format!("{} {}", rng.pick(FIRST), rng.pick(LAST));
             accounts::insert_staff(
-                &conn,
+                conn,
                 &NewStaff {
                     email: &format!("staff{i}@bench.test"),
                     name: &name,
@@ -173,7 +197,7 @@ impl Bench {
             let dob = format!("{year}-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
             let email = format!("patient{i}@bench.test");
             let id = patients::insert(
-                &conn,
+                conn,
                 &patients::PatientFields {
                     first_name: first,
                     last_name: last,
@@ -189,9 +213,9 @@ impl Bench {
             if child {
                 let parent = format!("parent{i}@bench.test");
                 let account =
-                    accounts::insert_portal_account(&conn, &parent, "A parent", &hash, now)
+                    accounts::insert_portal_account(conn, &parent, "A parent", &hash, now)
                         .map_err(db)?;
-                accounts::grant_access(&conn, account, id, "caregiver", "Parent", now)
+                accounts::grant_access(conn, account, id, "caregiver", "Parent", now)
                     .map_err(db)?;
                 enrolled.push(Enrolled {
                     patient_id: id,
@@ -200,14 +224,14 @@ impl Bench {
                 });
             } else if probe || rng.chance(0.6) {
                 let account = accounts::insert_portal_account(
-                    &conn,
+                    conn,
                     &email,
                     &format!("{first} {last}"),
                     &hash,
                     now,
                 )
                 .map_err(db)?;
-                accounts::grant_access(&conn, account, id, "self", "", now).map_err(db)?;
+                accounts::grant_access(conn, account, id, "self", "", now).map_err(db)?;
                 enrolled.push(Enrolled {
                     patient_id: id,
                     account_id: account,
@@ -216,13 +240,13 @@ impl Bench {
             }
         }
         conn.execute_batch("COMMIT").map_err(db)?;
-        let clinicians = accounts::message_recipients(&conn).map_err(db)?;
+        let clinicians = accounts::message_recipients(conn).map_err(db)?;
         if clinicians.is_empty() || enrolled.len() <= probes {
             return Err(
                 "too few staff or patients for the bench: raise --staff or --patients".into(),
             );
         }
-        let practice = practice::get(&conn).map_err(db)?;
+        let practice = practice::get(conn).map_err(db)?;
         let mut bench = Bench {
             data: data.to_path_buf(),
             probes: Vec::new(),
@@ -236,14 +260,13 @@ impl Bench {
             enrolled,
             practice,
         };
-        let mut conn = conn;
-        bench.add_probes(&mut conn, probes)?;
+        bench.add_probes(&writers, probes)?;
         Ok(bench)
     }
 
     /// Each probe patient: a history of PROBE_HISTORY threads over the years, then one thread of
     /// PROBE_THREAD_MESSAGES messages from the last hours with their own clinician.
-    fn add_probes(&mut self, conn: &mut Connection, count: usize) -> Result<(), String> {
+    fn add_probes(&mut self, db: &Writers, count: usize) -> Result<(), String> {
         let store = Store::new(&self.data);
         store
             .open()
@@ -252,11 +275,11 @@ impl Bench {
             let staff = self.clinicians[i % self.clinicians.len()].clone();
             for _ in 0..PROBE_HISTORY {
                 let start = self.now - DAY - self.rng.below((YEARS * 365 * DAY) as u64) as i64;
-                self.thread(conn, &store, i, &staff, start, 3, None)?;
+                self.thread(db, &store, i, &staff, start, 3, None)?;
             }
             let start = self.now - 3 * 3600 + i as i64 * 10;
             let thread = self.thread(
-                conn,
+                db,
                 &store,
                 i,
                 &staff,
@@ -264,7 +287,7 @@ impl Bench {
                 PROBE_THREAD_MESSAGES,
                 Some(60),
             )?;
-            let patient = patients::get(conn, self.enrolled[i].patient_id, self.now)
+            let patient = patients::get(&db.conn, self.enrolled[i].patient_id, self.now)
                 .map_err(|e| e.to_string())?
                 .ok_or("probe patient missing")?;
             self.probes.push(Probe {
@@ -279,7 +302,7 @@ impl Bench {
 
     /// Adds threads spread over ten years until the practice holds `target` messages.
     pub fn grow_to(&mut self, target: u64, progress: impl Fn(u64)) -> Result<(), String> {
-        let (_dir, mut conn) = open(&self.data)?;
+        let db = Writers::open(&self.data)?;
         let store = Store::new(&self.data);
         store
             .open()
@@ -291,13 +314,16 @@ impl Bench {
             let staff = self.rng.pick(&self.clinicians).clone();
             let start = self.now - DAY - self.rng.below((YEARS * 365 * DAY) as u64) as i64;
             let count = (1 + self.rng.below(7) as usize).min((target - self.messages) as usize);
-            self.thread(&mut conn, &store, who, &staff, start, count, None)?;
+            self.thread(&db, &store, who, &staff, start, count, None)?;
             if self.messages - last_report >= 100_000 {
                 last_report = self.messages;
                 progress(self.messages);
             }
         }
-        conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+        // The pool's checkpoint thread must not meet the final one.
+        db.pool.stop_threads();
+        db.conn
+            .pragma_update(None, "wal_checkpoint", "TRUNCATE")
             .map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -308,7 +334,7 @@ impl Bench {
     #[allow(clippy::too_many_arguments)]
     fn thread(
         &mut self,
-        conn: &mut Connection,
+        db: &Writers,
         store: &Store,
         who: usize,
         staff: &Staff,
@@ -369,7 +395,7 @@ impl Bench {
             let client = "127.0.0.1";
             let sent = match (k, from_patient) {
                 (0, true) => messaging::patient_starts(
-                    conn,
+                    &db.pool,
                     &practice,
                     caller,
                     &staff.id.to_string(),
@@ -379,7 +405,7 @@ impl Bench {
                     at,
                 ),
                 (0, false) => messaging::staff_starts(
-                    conn,
+                    &db.pool,
                     &practice,
                     staff,
                     patient_id,
@@ -391,11 +417,11 @@ impl Bench {
                     at,
                 ),
                 (_, true) => messaging::patient_replies(
-                    conn, &practice, caller, thread, &draft, &key, client, at,
+                    &db.pool, &practice, caller, thread, &draft, &key, client, at,
                 ),
-                (_, false) => {
-                    messaging::staff_replies(conn, staff, thread, &draft, false, &key, client, at)
-                }
+                (_, false) => messaging::staff_replies(
+                    &db.pool, staff, thread, &draft, false, &key, client, at,
+                ),
             }
             .map_err(fail("sending a bench message"))?;
             match sent {
@@ -417,12 +443,17 @@ impl Bench {
         self.threads += 1;
         // Conversations older than two weeks have been read on both sides; most are archived.
         if at < self.now - 14 * DAY {
-            let db = |e: rusqlite::Error| e.to_string();
-            messages::mark_read_staff(conn, thread, staff.id).map_err(db)?;
-            messages::mark_read_portal(conn, thread, account_id).map_err(db)?;
-            if self.rng.chance(0.6) {
-                messages::set_archived(conn, thread, staff.id, true, false).map_err(db)?;
-            }
+            let (staff_id, archive) = (staff.id, self.rng.chance(0.6));
+            db.pool
+                .write_together(move |tx| {
+                    messages::mark_read_staff(tx, thread, staff_id)?;
+                    messages::mark_read_portal(tx, thread, account_id)?;
+                    if archive {
+                        messages::set_archived(tx, thread, staff_id, true, false)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| e.to_string())?;
         }
         Ok(thread)
     }

@@ -156,7 +156,7 @@ pub fn send(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
         return Ok(compose_page(app, &c, form, &errors)?.with_status_code(status));
     }
     let sent = messaging::patient_starts(
-        &mut app.pool.get(),
+        &app.pool,
         &c.practice,
         c.sender,
         form.get("recipient"),
@@ -229,7 +229,7 @@ pub fn reply(app: &App, request: &Request, params: &Params) -> AppResult<Respons
         return Ok(thread_page(app, request, &c, id, form, &errors)?.with_status_code(status));
     }
     let sent = messaging::patient_replies(
-        &mut app.pool.get(),
+        &app.pool,
         &c.practice,
         c.sender,
         id,

@@ -202,7 +202,7 @@ pub fn reply(app: &App, request: &Request, params: &Params) -> AppResult<Respons
         return thread_page(app, request, &caller, id, form, &errors, status);
     }
     let sent = messaging::staff_replies(
-        &mut app.pool.get(),
+        &app.pool,
         &caller.staff,
         id,
         &upload.draft(app, false),
@@ -425,7 +425,7 @@ pub fn send(app: &App, request: &Request, _: &Params) -> AppResult<Response> {
     }
     let practice = app.practice()?;
     let sent = messaging::staff_starts(
-        &mut app.pool.get(),
+        &app.pool,
         &practice,
         &caller.staff,
         patient_id,
