@@ -83,24 +83,28 @@ pub(crate) fn staff_caller_sql() -> &'static str {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "SELECT {SESSION_COLUMNS}, {staff}
+            "SELECT {SESSION_COLUMNS}, {staff}, st.unread_threads
                FROM session s LEFT JOIN staff st ON st.id = s.principal_id AND st.active = 1
               WHERE s.token_hash = ?1 AND s.audience = ?2"
         )
     })
 }
 
+/// An active staff member, and how many threads are unread for them as the request begins
+/// (kept on their row, see `messages::unread_count`): every practice page shows that count.
+pub type StaffUser = (Staff, i64);
+
 /// The practice-view session of `token` and its user, if active: one statement, the first of
 /// each request (SQLite takes and drops its log's read lock per statement).
 pub fn find_staff(
     conn: &Connection,
     token: &str,
-) -> rusqlite::Result<Option<(Session, Option<Staff>)>> {
+) -> rusqlite::Result<Option<(Session, Option<StaffUser>)>> {
     let hash = crypto::sha256_hex(token.as_bytes());
     let found = params![hash, Audience::Staff.as_str()];
     crate::db::cached_row(conn, staff_caller_sql(), found, |r| {
         let staff = match r.get::<_, Option<i64>>(6)? {
-            Some(_) => Some(accounts::staff_at(r, 6)?),
+            Some(_) => Some((accounts::staff_at(r, 6)?, r.get(14)?)),
             None => None,
         };
         Ok((session_from_row(r)?, staff))
@@ -329,11 +333,16 @@ mod tests {
         let token = create(&conn, Audience::Staff, id, None, 7).unwrap();
         let (session, staff) = find_staff(&conn, &token).unwrap().unwrap();
         assert_eq!((session.principal_id, session.last_seen_at), (id, 7));
-        let staff = staff.unwrap();
+        let (staff, unread) = staff.unwrap();
         assert_eq!(
-            (staff.id, staff.name.as_str(), staff.is_admin),
-            (id, "Dr Who", true)
+            (staff.id, staff.name.as_str(), staff.is_admin, unread),
+            (id, "Dr Who", true, 0)
         );
+        // With the unread count kept on the user's row.
+        conn.execute("UPDATE staff SET unread_threads = 3 WHERE id = ?1", [id])
+            .unwrap();
+        let (_, staff) = find_staff(&conn, &token).unwrap().unwrap();
+        assert_eq!(staff.map(|(_, unread)| unread), Some(3));
         // Another audience's session, or a token not issued, finds nothing.
         let portal = create(&conn, Audience::Portal, id, None, 7).unwrap();
         assert!(find_staff(&conn, &portal).unwrap().is_none());

@@ -114,6 +114,8 @@ fn end_orphaned(app: &App, session: &Session, portal: bool) -> AppError {
 pub struct StaffCaller {
     pub staff: Staff,
     pub session: Session,
+    /// Threads unread for them when the request began (a page that changes it reads it again).
+    pub unread: i64,
 }
 
 pub fn staff(app: &App, request: &Request) -> AppResult<StaffCaller> {
@@ -124,7 +126,11 @@ pub fn staff(app: &App, request: &Request) -> AppResult<StaffCaller> {
         })?;
     // A deactivated user is signed out at once: their sessions no longer find them.
     match staff {
-        Some(staff) => Ok(StaffCaller { staff, session }),
+        Some((staff, unread)) => Ok(StaffCaller {
+            staff,
+            session,
+            unread,
+        }),
         None => Err(end_orphaned(app, &session, false)),
     }
 }

@@ -118,7 +118,8 @@ fn thread_page(
     } else {
         form.get("chart") == "on"
     };
-    let ctx = Context::practice(app, caller);
+    // Opening the thread made it read for the caller.
+    let ctx = Context::practice_after_change(app, caller);
     Ok(html(page(
         &ctx,
         &format!("Message: {}", thread.subject),
