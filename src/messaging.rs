@@ -101,7 +101,8 @@ struct StoredFile {
 }
 
 impl Letter {
-    /// Writes the message, and its attachment row, inside the caller's transaction.
+    /// Writes the message, and its attachment row, inside the transaction it is given (the
+    /// writer thread's, within the send's savepoint).
     #[allow(clippy::too_many_arguments)]
     fn insert(
         &self,
@@ -861,12 +862,13 @@ mod tests {
             assert!(link_problem(bad).is_some(), "{bad}");
         }
     }
-    /// Sixteen patients reply at once while another writer holds the write turn: their sends
-    /// queue for the writer thread and commit together, at most two transactions for all (one
-    /// for a send taken before the rest were queued), and each is written whole, with its audit
-    /// entry, and answered with its thread.
+    /// Sixteen patients reply at once, and one of them clicks another form twice, while another
+    /// writer holds the write turn: their sends queue for the writer thread and commit together,
+    /// in at most two transactions for all (one for a send taken before the rest were queued);
+    /// each is written whole, with its audit entry, and answered with its thread; the two clicks
+    /// of one form, in one transaction, send one message.
     #[test]
-    fn sends_made_at_once_share_one_transaction_and_each_is_written_whole() {
+    fn sends_made_at_once_share_at_most_two_transactions_and_each_is_written_whole() {
         use crate::db::accounts::NewStaff;
         use crate::db::{begin_write, practice, test_folder, DataDir};
         use std::sync::Arc;
@@ -965,8 +967,24 @@ mod tests {
                 })
             })
             .collect();
+        let twice: Vec<_> = (0..2)
+            .map(|_| {
+                let (pool, practice) = (Arc::clone(&pool), practice.clone());
+                let (caller, thread) = callers[0];
+                std::thread::spawn(move || {
+                    let draft = Draft {
+                        subject: None,
+                        body: "Clicked twice",
+                        link: "",
+                        file: None,
+                    };
+                    let key = "e".repeat(64);
+                    patient_replies(&pool, &practice, caller, thread, &draft, &key, "test", now)
+                })
+            })
+            .collect();
         let waited = std::time::Instant::now();
-        while pool.writer_counts().1 < submitted_before + 16 {
+        while pool.writer_counts().1 < submitted_before + 18 {
             assert!(
                 waited.elapsed() < std::time::Duration::from_secs(20),
                 "the sends did not queue for the writer thread"
@@ -981,10 +999,16 @@ mod tests {
                 Sent::Invalid(_) => panic!("a reply was refused"),
             }
         }
+        for click in twice {
+            match click.join().unwrap().unwrap() {
+                Sent::Thread(id) => assert_eq!(id, callers[0].1, "both clicks land on the thread"),
+                Sent::Invalid(_) => panic!("a click was refused"),
+            }
+        }
         let used = pool.writer_counts().0 - batches_before;
         assert!(
             used <= 2,
-            "16 sends queued together took {used} transactions"
+            "18 sends queued together took {used} transactions"
         );
 
         let reader = data.connect().unwrap();
@@ -994,7 +1018,14 @@ mod tests {
                 .into_iter()
                 .map(|m| m.body)
                 .collect();
-            assert_eq!(bodies, ["First".to_owned(), format!("Reply {i}")]);
+            let mut expected = vec!["First".to_owned(), format!("Reply {i}")];
+            if i == 0 {
+                expected.push("Clicked twice".to_owned());
+            }
+            let mut bodies = bodies;
+            bodies.sort();
+            expected.sort();
+            assert_eq!(bodies, expected);
         }
         let audited: i64 = reader
             .query_row(
@@ -1003,7 +1034,10 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(audited, 32, "every send audited");
+        assert_eq!(
+            audited, 33,
+            "every send audited, the twice-clicked one once"
+        );
         pool.stop_threads();
         let _ = std::fs::remove_dir_all(path);
     }

@@ -2,11 +2,14 @@
 //! is waiting in one transaction, each job inside its own savepoint, and answers each caller
 //! once that transaction is durable.
 //!
-//! Opening a thread is a write (its read marker and the audit entry of the read). Written one
-//! transaction per request, under 16 concurrent clients, that write cost about 400 µs of server
-//! CPU per page: the writers queued for their turn one by one, and every commit emptied the page
-//! cache of every other connection. Together, the views waiting at once share one turn, one
-//! commit and one flush (measured by the benchmark; see the README's Performance section).
+//! Its jobs are the sends of messages and the views of threads (a view is a write: its read
+//! marker and the audit entry of the read). Written one transaction per request, under 16
+//! concurrent clients, a view cost about 400 µs of server CPU and a patient's send about 740 µs:
+//! the writers queued for their turn one by one, each commit wrote its own copy of the pages the
+//! others also changed (the audit log's newest, the message table's last), and every commit
+//! emptied the page cache of every other connection. Together, the jobs waiting at once share one
+//! turn, one commit and one flush (measured by the benchmark; see the README's Performance
+//! section).
 
 use super::{begin_write, Background, Connection};
 use std::sync::atomic::{AtomicU64, Ordering};

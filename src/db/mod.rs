@@ -552,7 +552,8 @@ impl Pool {
     /// returns once it is on disk (see `batch::Batcher::write`; `work` must not use the pool).
     ///
     /// A bulk load (`bulk_load_without_fsync`) has one writer, whom the hand-off to the writer
-    /// thread would only slow down: its work runs at once, in its own transaction, on a
+    /// thread would only slow down: its work runs at once (committed without a flush, as every
+    /// bulk write), in its own transaction, on a
     /// connection of the pool (so a pool of one keeps reading and writing on one connection,
     /// whose cache no other connection's commit empties).
     pub fn write_together<T, F>(&self, work: F) -> rusqlite::Result<T>

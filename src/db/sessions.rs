@@ -90,6 +90,11 @@ pub(crate) fn staff_caller_sql() -> &'static str {
     })
 }
 
+/// How many columns `STAFF_COLUMNS` names: the unread count follows them in the caller's row.
+fn staff_column_count() -> usize {
+    STAFF_COLUMNS.split(", ").count()
+}
+
 /// An active staff member, and how many threads are unread for them as the request begins
 /// (kept on their row, see `messages::unread_count`): every practice page shows that count.
 pub type StaffUser = (Staff, i64);
@@ -104,7 +109,7 @@ pub fn find_staff(
     let found = params![hash, Audience::Staff.as_str()];
     crate::db::cached_row(conn, staff_caller_sql(), found, |r| {
         let staff = match r.get::<_, Option<i64>>(6)? {
-            Some(_) => Some((accounts::staff_at(r, 6)?, r.get(14)?)),
+            Some(_) => Some((accounts::staff_at(r, 6)?, r.get(6 + staff_column_count())?)),
             None => None,
         };
         Ok((session_from_row(r)?, staff))

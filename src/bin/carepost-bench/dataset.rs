@@ -129,10 +129,11 @@ fn open(data: &Path) -> Result<(DataDir, Connection), String> {
     Ok((dir, conn))
 }
 
-/// What the practice is written through: the sends take a pool and write on its writer thread,
-/// as in the server, and so do the builder's own changes to threads (read markers, archiving),
-/// so that one connection writes them all (a write from another connection would empty its
-/// page cache each time). The builder's connection writes the staff and patients first.
+/// What the practice is written through: the sends take a pool and write through
+/// `Pool::write_together`, as in the server (in a bulk load it runs each write at once on the
+/// pool's one connection), and so do the builder's own changes to threads (read markers,
+/// archiving), so that one connection writes them all (a write from another connection would
+/// empty its page cache each time). The builder's connection writes the staff and patients first.
 struct Writers {
     conn: Connection,
     pool: Pool,
