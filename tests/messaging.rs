@@ -1592,6 +1592,18 @@ fn staff_read_reply_forward_archive_and_file_threads() {
     assert!(row(&in_portal, SPORTS).unread);
     assert_eq!(row(&in_portal, SPORTS).cells[3], "2");
 
+    // Forwarding offers every other active member, by name.
+    let offered = options(&lee.get(&sports_page), "to");
+    let ids: Vec<&str> = offered.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(ids.contains(&kim_id.as_str()), "{offered:?}");
+    assert!(!ids.contains(&lee_id.as_str()), "{offered:?}");
+    let names: Vec<String> = offered.iter().map(|(_, n)| n.to_lowercase()).collect();
+    let mut by_name = names.clone();
+    by_name.sort();
+    assert_eq!(names, by_name);
+    let others = "SELECT count(*) FROM staff WHERE active = 1 AND id <> ?";
+    assert_eq!(offered.len() as i64, count(&server, others, &[&lee_id]));
+
     // Forward with an internal note: unread for the colleague, never shown in the portal.
     let note = "Please check the dates on the form before signing";
     let (answer, forwards) = audited(&server, "thread.forward", || {
@@ -1606,7 +1618,17 @@ fn staff_read_reply_forward_archive_and_file_threads() {
     let kim_inbox = rows(&kim.get("/practice/messages"));
     assert!(row(&kim_inbox, SPORTS).unread);
     assert_eq!(nav_unread(&kim.get("/practice")), 2);
+    let kim_name = scalar(&server, "SELECT name FROM staff WHERE id = ?", &[&kim_id]);
     for page in [kim.get(&sports_page), lee.get(&sports_page)] {
+        let with = page
+            .body
+            .split("<dt>With</dt><dd>")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            with.split("</dd>").next().unwrap().contains(&kim_name),
+            "the thread is now with Kim too"
+        );
         page.assert_contains(note);
         assert!(shown(&page)
             .iter()
@@ -1635,6 +1657,13 @@ fn staff_read_reply_forward_archive_and_file_threads() {
         [SPORTS]
     );
     assert!(subjects(&rows(&kim.get("/practice/messages"))).contains(&SPORTS));
+    // The thread page offers each their own way back or out.
+    lee.get(&sports_page)
+        .assert_contains(&format!("{sports_page}/unarchive\""))
+        .assert_lacks(&format!("{sports_page}/archive\""));
+    kim.get(&sports_page)
+        .assert_contains(&format!("{sports_page}/archive\""))
+        .assert_lacks(&format!("{sports_page}/unarchive\""));
     assert_eq!(stored(&server), before, "archiving keeps every message");
     assert_redirect(
         &staff_post(&mut lee, &format!("{sports_page}/unarchive"), &[]),

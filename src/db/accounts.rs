@@ -79,6 +79,17 @@ pub fn list_staff(conn: &Connection) -> rusqlite::Result<Vec<Staff>> {
     rows.collect()
 }
 
+/// The active staff other than `staff_id`, by name: whom a thread can be forwarded to (id,
+/// name, access level).
+pub fn colleagues(conn: &Connection, staff_id: i64) -> rusqlite::Result<Vec<(i64, String, u8)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, access_level FROM staff WHERE active = 1 AND id <> ?1
+          ORDER BY name COLLATE NOCASE, id",
+    )?;
+    let rows = stmt.query_map([staff_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
 pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
     crate::db::cached_row(
         conn,

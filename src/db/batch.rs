@@ -11,7 +11,7 @@
 //! turn, one commit and one flush (measured by the benchmark; see the README's Performance
 //! section).
 
-use super::{begin_write, Background, Connection};
+use super::{begin_write, cached_exec, Background, Connection};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
@@ -177,7 +177,8 @@ fn write_batches(conn: &Connection, jobs: &Receiver<Box<dyn Job>>, batches: &Ato
 fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
     let tx = begin_write(conn)?;
     for job in batch.iter_mut() {
-        tx.execute_batch("SAVEPOINT job")?;
+        // Through the statement cache: parsed once per connection, not once per job.
+        cached_exec(&tx, "SAVEPOINT job", [])?;
         let ok = job.run(&tx);
         // A job must leave the transaction open (SQLite ends it on some errors, and a job must
         // never COMMIT): otherwise what came before was kept outside the batch, and nobody may
@@ -185,11 +186,10 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Resu
         if tx.is_autocommit() {
             return Err(failure("a write job ended the batch's transaction"));
         }
-        if ok {
-            tx.execute_batch("RELEASE job")?;
-        } else {
-            tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        if !ok {
+            cached_exec(&tx, "ROLLBACK TO job", [])?;
         }
+        cached_exec(&tx, "RELEASE job", [])?;
     }
     tx.commit()
 }

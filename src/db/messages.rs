@@ -477,13 +477,17 @@ pub fn threads_of_patient(conn: &Connection, patient_id: i64) -> rusqlite::Resul
     rows.collect()
 }
 
-/// The staff a thread is with (addressed, shared, or who wrote).
-pub fn staff_on_thread(conn: &Connection, thread_id: i64) -> rusqlite::Result<Vec<(i64, String)>> {
+/// The staff a thread is with (addressed, shared, or who wrote), each with whether they archived
+/// it.
+pub fn staff_on_thread(
+    conn: &Connection,
+    thread_id: i64,
+) -> rusqlite::Result<Vec<(i64, String, bool)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.id, s.name FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
+        "SELECT s.id, s.name, ts.archived FROM thread_staff ts JOIN staff s ON s.id = ts.staff_id
           WHERE ts.thread_id = ?1 ORDER BY ts.rowid",
     )?;
-    let rows = stmt.query_map([thread_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map([thread_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.collect()
 }
 

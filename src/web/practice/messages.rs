@@ -101,16 +101,17 @@ fn thread_page(
     let practice = app.practice()?;
     let (thread, shown) =
         messaging::staff_reads(&app.pool, &caller.staff, id, &client(request), now)?;
-    let (patient, on_thread, state, colleagues) = {
+    let (patient, on_thread, colleagues) = {
         let conn = app.pool.get();
         (
             patients::get(&conn, thread.patient_id, now)?.ok_or(AppError::NotFound)?,
             store::staff_on_thread(&conn, thread.id)?,
-            store::staff_state(&conn, thread.id, caller.staff.id)?,
-            accounts::list_staff(&conn)?,
+            accounts::colleagues(&conn, caller.staff.id)?,
         )
     };
-    let archived = state.is_some_and(|(_, a)| a);
+    let archived = on_thread
+        .iter()
+        .any(|(id, _, archived)| *id == caller.staff.id && *archived);
     let csrf_token = &caller.session.csrf_token;
     let base = format!("/practice/messages/{}", thread.id);
     let chart_default = if form.get("key").is_empty() {
@@ -133,7 +134,7 @@ fn thread_page(
                     (status_badge(patient.status))
                     @if patient.reachable && patient.status != PortalStatus::Enrolled { " A caregiver has access and reads replies." }
                 }
-                dt { "With" } dd { (on_thread.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ")) }
+                dt { "With" } dd { (on_thread.iter().map(|(_, n, _)| n.as_str()).collect::<Vec<_>>().join(", ")) }
             }
             div.actions {
                 (action_button(&format!("{base}/unread"), csrf_token, "Mark unread", "secondary small"))
@@ -160,8 +161,8 @@ fn thread_page(
             h2 { "Forward to a colleague" }
             form.stacked method="post" action={ (base) "/forward" } novalidate {
                 (csrf_field(csrf_token))
-                (views::select("to", "Colleague", &colleagues.iter().filter(|s| s.active && s.id != caller.staff.id)
-                    .map(|s| (s.id.to_string(), format!("{} ({})", s.name, super::access_level_label(s.access_level)))).collect::<Vec<_>>(), form.get("to"), errors))
+                (views::select("to", "Colleague", &colleagues.iter()
+                    .map(|(id, name, level)| (id.to_string(), format!("{name} ({})", super::access_level_label(*level)))).collect::<Vec<_>>(), form.get("to"), errors))
                 div.field {
                     label for="note" { "Internal note (the patient never sees it)" }
                     textarea #note name="note" rows="3" { (form.get("note")) }
