@@ -212,6 +212,47 @@ fn chart_message(
     Ok(())
 }
 
+/// Keeps the draft's file in the store, then writes the send on the writer thread
+/// (`Pool::write_together`): `write` gets the transaction, the draft as written and the
+/// idempotency key, and returns the thread, unless this sender already sent a message with this
+/// key (checked again in the write: two clicks at once send one message).
+fn write_send(
+    pool: &Pool,
+    draft: &Draft,
+    key: Option<String>,
+    sender: Sender,
+    write: impl FnOnce(&Connection, &Letter, Option<&str>) -> rusqlite::Result<i64> + Send + 'static,
+) -> Result<Sent, AppError> {
+    draft.keep_file()?;
+    let letter = draft.letter();
+    let thread = pool.write_together(move |tx| {
+        if let Some(existing) = already_sent(tx, key.as_deref(), sender)? {
+            return Ok(existing);
+        }
+        write(tx, &letter, key.as_deref())
+    })?;
+    Ok(Sent::Thread(thread))
+}
+
+/// The audit entry of a sent message, in the send's transaction.
+fn audit_send(
+    tx: &Connection,
+    actor: &Actor,
+    patient_id: i64,
+    thread_id: i64,
+    message_id: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    audit::record(
+        tx,
+        actor,
+        "message.send",
+        Some(patient_id),
+        &format!("thread {thread_id} message {message_id}"),
+        now,
+    )
+}
+
 /// The thread a message with this idempotency key already went to, if this sender sent it.
 fn already_sent(
     conn: &Connection,
@@ -267,21 +308,15 @@ pub fn patient_starts(
         return Ok(Sent::Invalid(errors));
     };
     let subject = draft.subject.unwrap_or("").trim().to_owned();
-    draft.keep_file()?;
-    let letter = draft.letter();
     let actor = Actor::portal(caller.account_id, client);
     let auto_chart = practice.auto_chart;
-    let thread = pool.write_together(move |tx| {
-        // Checked again in the write: two clicks at once send one message.
-        if let Some(existing) = already_sent(tx, key.as_deref(), caller.sender())? {
-            return Ok(existing);
-        }
+    write_send(pool, draft, key, caller.sender(), move |tx, letter, key| {
         let thread = messages::insert_thread(tx, caller.patient_id, &subject, "portal", now)?;
         let message = letter.insert(
             tx,
             thread,
             caller.sender(),
-            key.as_deref(),
+            key,
             &actor,
             caller.patient_id,
             now,
@@ -290,17 +325,9 @@ pub fn patient_starts(
         if auto_chart {
             chart_message(tx, caller.patient_id, message, &subject, None, now)?;
         }
-        audit::record(
-            tx,
-            &actor,
-            "message.send",
-            Some(caller.patient_id),
-            &format!("thread {thread} message {message}"),
-            now,
-        )?;
+        audit_send(tx, &actor, caller.patient_id, thread, message, now)?;
         Ok(thread)
-    })?;
-    Ok(Sent::Thread(thread))
+    })
 }
 
 /// A patient (or caregiver) replies in one of the patient's threads.
@@ -329,20 +356,14 @@ pub fn patient_replies(
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
     }
-    draft.keep_file()?;
-    let letter = draft.letter();
     let actor = Actor::portal(caller.account_id, client);
     let auto_chart = practice.auto_chart;
-    let thread = pool.write_together(move |tx| {
-        // Checked again in the write: two clicks at once send one message.
-        if let Some(existing) = already_sent(tx, key.as_deref(), caller.sender())? {
-            return Ok(existing);
-        }
+    write_send(pool, draft, key, caller.sender(), move |tx, letter, key| {
         let message = letter.insert(
             tx,
             thread.id,
             caller.sender(),
-            key.as_deref(),
+            key,
             &actor,
             thread.patient_id,
             now,
@@ -351,17 +372,9 @@ pub fn patient_replies(
         if auto_chart {
             chart_message(tx, thread.patient_id, message, &thread.subject, None, now)?;
         }
-        audit::record(
-            tx,
-            &actor,
-            "message.send",
-            Some(thread.patient_id),
-            &format!("thread {} message {message}", thread.id),
-            now,
-        )?;
+        audit_send(tx, &actor, thread.patient_id, thread.id, message, now)?;
         Ok(thread.id)
-    })?;
-    Ok(Sent::Thread(thread))
+    })
 }
 
 /// A staff member starts a thread with an enrolled patient: exactly one notification email to
@@ -399,18 +412,12 @@ pub fn staff_starts(
         return Ok(Sent::Invalid(errors));
     }
     let subject = draft.subject.unwrap_or("").trim().to_owned();
-    draft.keep_file()?;
-    let letter = draft.letter();
     let actor = Actor::staff(staff.id, client);
     let (staff_id, practice_name, base_url) =
         (staff.id, practice.name.clone(), base_url.to_owned());
-    let thread = pool.write_together(move |tx| {
-        // Checked again in the write: two clicks at once send one message.
-        if let Some(existing) = already_sent(tx, key.as_deref(), sender)? {
-            return Ok(existing);
-        }
+    write_send(pool, draft, key, sender, move |tx, letter, key| {
         let thread = messages::insert_thread(tx, patient.id, &subject, "staff", now)?;
-        let message = letter.insert(tx, thread, sender, key.as_deref(), &actor, patient.id, now)?;
+        let message = letter.insert(tx, thread, sender, key, &actor, patient.id, now)?;
         messages::address_to_staff(tx, thread, staff_id, false, true, now)?;
         for email in accounts::portal_emails_of_patient(tx, patient.id)? {
             outbox::queue_new_message_notice(tx, &practice_name, &email, &base_url, now)?;
@@ -418,17 +425,9 @@ pub fn staff_starts(
         if chart {
             chart_message(tx, patient.id, message, &subject, Some(staff_id), now)?;
         }
-        audit::record(
-            tx,
-            &actor,
-            "message.send",
-            Some(patient.id),
-            &format!("thread {thread} message {message}"),
-            now,
-        )?;
+        audit_send(tx, &actor, patient.id, thread, message, now)?;
         Ok(thread)
-    })?;
-    Ok(Sent::Thread(thread))
+    })
 }
 
 /// A staff member replies in a thread: no email (rule 8).
@@ -458,24 +457,10 @@ pub fn staff_replies(
     if !errors.is_empty() {
         return Ok(Sent::Invalid(errors));
     }
-    draft.keep_file()?;
-    let letter = draft.letter();
     let actor = Actor::staff(staff.id, client);
     let staff_id = staff.id;
-    let thread = pool.write_together(move |tx| {
-        // Checked again in the write: two clicks at once send one message.
-        if let Some(existing) = already_sent(tx, key.as_deref(), sender)? {
-            return Ok(existing);
-        }
-        let message = letter.insert(
-            tx,
-            thread.id,
-            sender,
-            key.as_deref(),
-            &actor,
-            thread.patient_id,
-            now,
-        )?;
+    write_send(pool, draft, key, sender, move |tx, letter, key| {
+        let message = letter.insert(tx, thread.id, sender, key, &actor, thread.patient_id, now)?;
         messages::staff_wrote(tx, thread.id, now)?;
         messages::address_to_staff(tx, thread.id, staff_id, false, true, now)?;
         if chart {
@@ -488,17 +473,9 @@ pub fn staff_replies(
                 now,
             )?;
         }
-        audit::record(
-            tx,
-            &actor,
-            "message.send",
-            Some(thread.patient_id),
-            &format!("thread {} message {message}", thread.id),
-            now,
-        )?;
+        audit_send(tx, &actor, thread.patient_id, thread.id, message, now)?;
         Ok(thread.id)
-    })?;
-    Ok(Sent::Thread(thread))
+    })
 }
 
 /// Opens a thread for a staff member: the whole thread with internal notes; it becomes read

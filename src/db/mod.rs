@@ -552,10 +552,9 @@ impl Pool {
     /// returns once it is on disk (see `batch::Batcher::write`; `work` must not use the pool).
     ///
     /// A bulk load (`bulk_load_without_fsync`) has one writer, whom the hand-off to the writer
-    /// thread would only slow down: its work runs at once (committed without a flush, as every
-    /// bulk write), in its own transaction, on a
-    /// connection of the pool (so a pool of one keeps reading and writing on one connection,
-    /// whose cache no other connection's commit empties).
+    /// thread would only slow down: its work runs at once, in its own transaction (committed
+    /// without a flush, as every bulk write), on a connection of the pool, so that a pool of one
+    /// reads and writes on one connection, whose cache no other connection's commit empties.
     pub fn write_together<T, F>(&self, work: F) -> rusqlite::Result<T>
     where
         T: Send + 'static,
@@ -680,13 +679,9 @@ impl<T> Drop for Background<T> {
     }
 }
 
-/// A thread that copies committed pages from the write-ahead log into the database file
-/// (a PASSIVE checkpoint: it never waits for or blocks readers and writers) every
-/// `CHECKPOINT_EVERY`, so the log stays short without a writer doing it in its turn. It stops
-/// when told to or dropped.
 /// The checkpoint thread's connection: a checkpoint flushes the database file as every write
 /// does, so not in a bulk load (`restore_sync`), whose checkpoints would otherwise flush a
-/// growing file ten times a second (it took the benchmark's build from 259 to 468 s).
+/// growing file ten times a second (it took the benchmark's build from 264 to 468 s).
 fn checkpoint_connection(data: &DataDir) -> Result<Connection, String> {
     let conn = data.connect()?;
     conn.execute_batch(restore_sync())
@@ -694,6 +689,10 @@ fn checkpoint_connection(data: &DataDir) -> Result<Connection, String> {
     Ok(conn)
 }
 
+/// A thread that copies committed pages from the write-ahead log into the database file
+/// (a PASSIVE checkpoint: it never waits for or blocks readers and writers) every
+/// `CHECKPOINT_EVERY`, so the log stays short without a writer doing it in its turn. It stops
+/// when told to or dropped.
 fn start_checkpoints(conn: Connection) -> Result<Background<()>, String> {
     Background::spawn("checkpoint", move |stopped| {
         let mut failing = false;
