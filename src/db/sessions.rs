@@ -83,16 +83,11 @@ pub(crate) fn staff_caller_sql() -> &'static str {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "SELECT {SESSION_COLUMNS}, {staff}, st.unread_threads
+            "SELECT {SESSION_COLUMNS}, st.unread_threads, {staff}
                FROM session s LEFT JOIN staff st ON st.id = s.principal_id AND st.active = 1
               WHERE s.token_hash = ?1 AND s.audience = ?2"
         )
     })
-}
-
-/// How many columns `STAFF_COLUMNS` names: the unread count follows them in the caller's row.
-fn staff_column_count() -> usize {
-    STAFF_COLUMNS.split(", ").count()
 }
 
 /// An active staff member, and how many threads are unread for them as the request begins
@@ -108,8 +103,10 @@ pub fn find_staff(
     let hash = crypto::sha256_hex(token.as_bytes());
     let found = params![hash, Audience::Staff.as_str()];
     crate::db::cached_row(conn, staff_caller_sql(), found, |r| {
+        // The user's columns follow the session's and the unread count; all NULL when the user
+        // is not active.
         let staff = match r.get::<_, Option<i64>>(6)? {
-            Some(_) => Some((accounts::staff_at(r, 6)?, r.get(6 + staff_column_count())?)),
+            Some(unread) => Some((accounts::staff_at(r, 7)?, unread)),
             None => None,
         };
         Ok((session_from_row(r)?, staff))

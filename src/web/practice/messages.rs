@@ -101,12 +101,14 @@ fn thread_page(
     let practice = app.practice()?;
     let (thread, shown) =
         messaging::staff_reads(&app.pool, &caller.staff, id, &client(request), now)?;
-    let (patient, on_thread, colleagues) = {
+    let (patient, on_thread, colleagues, unread) = {
         let conn = app.pool.get();
         (
             patients::get(&conn, thread.patient_id, now)?.ok_or(AppError::NotFound)?,
             store::staff_on_thread(&conn, thread.id)?,
             accounts::colleagues(&conn, caller.staff.id)?,
+            // Read after opening the thread made it read for the caller.
+            store::unread_count(&conn, caller.staff.id)?,
         )
     };
     let archived = on_thread
@@ -119,8 +121,7 @@ fn thread_page(
     } else {
         form.get("chart") == "on"
     };
-    // Opening the thread made it read for the caller.
-    let ctx = Context::practice_after_change(app, caller);
+    let ctx = Context::practice_with(app, caller, unread);
     Ok(html(page(
         &ctx,
         &format!("Message: {}", thread.subject),

@@ -47,15 +47,13 @@ impl Context {
         Context::practice_with(app, caller, caller.unread)
     }
 
-    /// A practice page shown after a change to the caller's unread threads (opening one): the
-    /// count read again.
-    pub fn practice_after_change(app: &App, caller: &crate::web::session::StaffCaller) -> Context {
-        let unread = crate::db::messages::unread_count(&app.pool.get(), caller.staff.id)
-            .unwrap_or(caller.unread);
-        Context::practice_with(app, caller, unread)
-    }
-
-    fn practice_with(app: &App, caller: &crate::web::session::StaffCaller, unread: i64) -> Context {
+    /// A practice page shown after a change to the caller's unread threads (opening one), with
+    /// the count as read again.
+    pub fn practice_with(
+        app: &App,
+        caller: &crate::web::session::StaffCaller,
+        unread: i64,
+    ) -> Context {
         Context {
             practice_name: practice_name(app),
             view: View::Practice {
