@@ -1643,6 +1643,27 @@ fn staff_read_reply_forward_archive_and_file_threads() {
     let sports_row = row(&mailbox, SPORTS);
     assert_eq!(sports_row.cells[1], "Dr. Morgan Lee, MD");
     assert_eq!(sports_row.cells[3], "2");
+    // Renamed by the administrator, the member is named anew on the patient's side: in the
+    // mailbox and on the thread page.
+    let edit = format!("/practice/admin/users/{lee_id}");
+    assert_redirect(
+        &admin.submit(
+            &edit,
+            &edit,
+            &[
+                ("name", "Dr. Morgan Lee-Park"),
+                ("email", "dr.lee@demo.test"),
+                ("degree", "DO"),
+                ("access_level", "4"),
+            ],
+        ),
+        &format!("{edit}?notice=saved"),
+    );
+    let mailbox = rows(&jordan.get("/portal/messages"));
+    assert_eq!(row(&mailbox, SPORTS).cells[1], "Dr. Morgan Lee-Park, DO");
+    jordan
+        .get(&format!("/portal/messages/{sports}"))
+        .assert_contains("With <strong>Dr. Morgan Lee-Park, DO</strong>");
 
     // Archive is per user: out of Lee's inbox, into Archived; Kim keeps it; nothing erased.
     let before = stored(&server);

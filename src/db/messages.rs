@@ -10,9 +10,25 @@ pub struct Thread {
     pub subject: String,
     pub visible_count: i64,
     pub last_visible_at: i64,
+    /// The practice member the thread was first addressed to, as shown ("Jamie Kim, NP"),
+    /// never a colleague it was forwarded to later; empty before anyone is on it. Kept by
+    /// triggers (`thread.with_name`); see `with`.
+    pub with_name: String,
 }
 
-const THREAD_COLUMNS: &str = "t.id, t.patient_id, t.subject, t.visible_count, t.last_visible_at";
+impl Thread {
+    /// Who the patient's side names as the practice side of the thread.
+    pub fn with(&self) -> &str {
+        if self.with_name.is_empty() {
+            "The practice"
+        } else {
+            &self.with_name
+        }
+    }
+}
+
+const THREAD_COLUMNS: &str =
+    "t.id, t.patient_id, t.subject, t.visible_count, t.last_visible_at, t.with_name";
 
 fn thread_from_row(r: &Row) -> rusqlite::Result<Thread> {
     Ok(Thread {
@@ -21,6 +37,7 @@ fn thread_from_row(r: &Row) -> rusqlite::Result<Thread> {
         subject: r.get(2)?,
         visible_count: r.get(3)?,
         last_visible_at: r.get(4)?,
+        with_name: r.get(5)?,
     })
 }
 
@@ -142,25 +159,16 @@ pub fn thread_for_patient(
     .optional()
 }
 
-/// One line of a portal mailbox: the thread, the practice member it is with, and whether the
-/// practice wrote since this account last read it.
+/// One line of a portal mailbox: the thread (with whom it is, see `Thread::with`), and whether
+/// the practice wrote since this account last read it.
 pub struct MailboxRow {
     pub thread: Thread,
-    pub with_staff: String,
     pub unread: bool,
 }
 
-/// The name a patient's mailbox gives the practice side of thread `t`: the staff member it
-/// was first addressed to ("Jamie Kim, NP"), never a colleague it was forwarded to later
-/// (`first_staff_id`, set by a trigger when the thread's first staff row is added).
-const CORRESPONDENT: &str = "coalesce(
-    (SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
-       FROM staff s WHERE s.id = t.first_staff_id),
-    'The practice')";
-
 pub(crate) fn mailbox_sql() -> String {
     format!(
-        "SELECT {THREAD_COLUMNS}, {CORRESPONDENT},
+        "SELECT {THREAD_COLUMNS},
                 t.last_staff_message_id > coalesce((SELECT r.last_read_message_id FROM thread_portal_read r
                                                     WHERE r.thread_id = t.id AND r.account_id = ?2), 0)
            FROM thread t
@@ -185,7 +193,6 @@ pub fn mailbox(
         |r| {
             Ok(MailboxRow {
                 thread: thread_from_row(r)?,
-                with_staff: r.get(5)?,
                 unread: r.get(6)?,
             })
         },
@@ -568,18 +575,4 @@ pub fn mark_reminded(
         params![staff_id, thread_id, now],
     )?;
     Ok(())
-}
-
-/// The practice member a patient's thread is with, as the patient's mailbox names them (see
-/// `CORRESPONDENT`). None for a thread that is not this patient's.
-pub fn correspondent(
-    conn: &Connection,
-    patient_id: i64,
-    thread_id: i64,
-) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(&format!(
-        "SELECT {CORRESPONDENT} FROM thread t WHERE t.id = ?1 AND t.patient_id = ?2"
-    ))?
-    .query_row(params![thread_id, patient_id], |r| r.get(0))
-    .optional()
 }

@@ -957,11 +957,17 @@ mod tests {
                 && l.contains("COVERING INDEX thread_by_patient (patient_id=?)")),
             "{mailbox:?}"
         );
-        // Each row's staff name is one primary-key lookup (the thread's first_staff_id).
+        // The staff name is in the index too: the only lookup per row is the account's read
+        // marker, by its primary key.
         assert!(
-            mailbox
-                .iter()
-                .all(|l| !l.contains("thread_staff") && !l.starts_with("SCAN")),
+            mailbox.iter().all(|l| !l.contains("thread_staff")
+                && !l.contains(" staff ")
+                && !l.starts_with("SCAN")),
+            "{mailbox:?}"
+        );
+        assert_eq!(
+            mailbox.iter().filter(|l| l.starts_with("SEARCH")).count(),
+            2,
             "{mailbox:?}"
         );
         let inbox = plan(
@@ -1017,37 +1023,53 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_keeps_the_staff_member_it_was_first_addressed_to() {
-        // A database from before the column: its threads get it from their first staff row.
+    fn a_thread_keeps_the_staff_member_it_was_first_addressed_to_and_their_name() {
+        // A database from before the columns: its threads get them from their first staff row.
         let (mut conn, path) = migrated_up_to("first-staff", 8);
         add_staff(&conn, 1);
         add_staff(&conn, 2);
         conn.execute_batch(
-            "INSERT INTO patient (id, first_name, last_name, date_of_birth, email, created_at)
+            "UPDATE staff SET name = 'Jamie Kim', degree = 'NP' WHERE id = 2;
+             INSERT INTO patient (id, first_name, last_name, date_of_birth, email, created_at)
                   VALUES (1, 'Riley', 'Morgan', '2010-01-01', '', 0);
              INSERT INTO thread (id, patient_id, subject, started_by, created_at, last_visible_at)
                   VALUES (1, 1, 'Old', 'portal', 0, 0);
+             INSERT INTO thread (id, patient_id, subject, started_by, created_at, last_visible_at)
+                  VALUES (2, 1, 'Nobody yet', 'portal', 0, 0);
              INSERT INTO thread_staff (thread_id, staff_id, last_activity_at) VALUES (1, 2, 0);
              INSERT INTO thread_staff (thread_id, staff_id, last_activity_at) VALUES (1, 1, 0);",
         )
         .unwrap();
         embedded::migrations::runner().run(&mut conn).unwrap();
-        let first = |conn: &Connection, thread: i64| -> Option<i64> {
+        let first = |conn: &Connection, thread: i64| -> (Option<i64>, String) {
             conn.query_row(
-                "SELECT first_staff_id FROM thread WHERE id = ?1",
+                "SELECT first_staff_id, with_name FROM thread WHERE id = ?1",
                 [thread],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap()
         };
-        assert_eq!(first(&conn, 1), Some(2));
+        assert_eq!(first(&conn, 1), (Some(2), "Jamie Kim, NP".into()));
+        assert_eq!(first(&conn, 2), (None, String::new()));
         // A new thread: set by its first staff row, kept when another member joins.
         let thread = super::messages::insert_thread(&conn, 1, "New", "portal", 0).unwrap();
-        assert_eq!(first(&conn, thread), None);
+        assert_eq!(first(&conn, thread), (None, String::new()));
         super::messages::address_to_staff(&conn, thread, 1, true, false, 0).unwrap();
         super::messages::address_to_staff(&conn, thread, 2, true, false, 0).unwrap();
         super::messages::address_to_staff(&conn, thread, 1, false, true, 1).unwrap();
-        assert_eq!(first(&conn, thread), Some(1));
+        assert_eq!(first(&conn, thread), (Some(1), "A B".into()));
+        // A member renamed, or given another degree: every thread naming them follows; the
+        // threads of others, and an unchanged save, keep theirs.
+        conn.execute("UPDATE staff SET name = 'Jamie Lee' WHERE id = 2", [])
+            .unwrap();
+        assert_eq!(first(&conn, 1), (Some(2), "Jamie Lee, NP".into()));
+        conn.execute("UPDATE staff SET degree = '' WHERE id = 2", [])
+            .unwrap();
+        assert_eq!(first(&conn, 1), (Some(2), "Jamie Lee".into()));
+        conn.execute("UPDATE staff SET degree = 'MD' WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(first(&conn, thread), (Some(1), "A B, MD".into()));
+        assert_eq!(first(&conn, 1), (Some(2), "Jamie Lee".into()));
         let _ = std::fs::remove_dir_all(path);
     }
 

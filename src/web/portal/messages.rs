@@ -85,7 +85,7 @@ pub fn mailbox(app: &App, request: &Request, _: &Params) -> AppResult<Response> 
                                     a href={ "/portal/messages/" (row.thread.id) } { (row.thread.subject) }
                                     @if row.unread { " " span.count { "New" } }
                                 }
-                                td data-label="With" { (row.with_staff) }
+                                td data-label="With" { (row.thread.with()) }
                                 td data-label="Last message" { (format_local(row.thread.last_visible_at)) }
                                 td data-label="Messages" { (row.thread.visible_count) }
                             }
@@ -185,7 +185,6 @@ fn thread_page(
 ) -> AppResult<Response> {
     let (thread, shown) =
         messaging::patient_reads(&app.pool, c.sender, id, &client(request), app.clock.now())?;
-    let with = crate::db::messages::correspondent(&app.pool.get(), c.sender.patient_id, thread.id)?;
     let ctx = Context::portal(app, &c.session);
     Ok(html(page(
         &ctx,
@@ -193,7 +192,7 @@ fn thread_page(
         html! {
             p { a href="/portal/messages" { "← All messages" } }
             h1 { (thread.subject) }
-            @if let Some(name) = with { p { "With " strong { (name) } " at " (c.practice.name) } }
+            p { "With " strong { (thread.with()) } " at " (c.practice.name) }
             (disclaimer())
             (conversation(&shown, &c.patient_name, &FileLinks { base: format!("/portal/messages/{}/files", thread.id), staff_csrf: None }))
             h2 #latest { "Reply" }
