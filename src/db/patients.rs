@@ -30,18 +30,14 @@ impl PortalStatus {
     }
 }
 
-/// The portal status of `p.id`, as an SQL expression taking `?now` as parameter 1.
+/// The portal status of the patient `p`, as an SQL expression taking `?now` as parameter 1,
+/// from the columns the database keeps on the patient row (migration V16): enrolled while an
+/// account holds their own access, invited while an own invitation can still be used, revoked
+/// when their access was taken back, else not invited.
 const STATUS_SQL: &str = "CASE
-    WHEN EXISTS (SELECT 1 FROM portal_access a
-                  WHERE a.patient_id = p.id AND a.role = 'self' AND a.status = 'active')
-        THEN 'enrolled'
-    WHEN EXISTS (SELECT 1 FROM invitation i
-                  WHERE i.patient_id = p.id AND i.role = 'self' AND i.status = 'pending'
-                    AND i.expires_at > ?1)
-        THEN 'invited'
-    WHEN EXISTS (SELECT 1 FROM portal_access a
-                  WHERE a.patient_id = p.id AND a.role = 'self' AND a.status = 'revoked')
-        THEN 'revoked'
+    WHEN p.self_access = 'active' THEN 'enrolled'
+    WHEN p.invited_until > ?1 THEN 'invited'
+    WHEN p.self_access = 'revoked' THEN 'revoked'
     ELSE 'not_invited' END";
 
 #[derive(Clone, Debug)]
@@ -80,7 +76,7 @@ fn patient_from_row(r: &Row) -> rusqlite::Result<Patient> {
 fn select(where_order: &str) -> String {
     format!(
         "SELECT p.id, p.first_name, p.last_name, p.date_of_birth, p.email, p.phone, {STATUS_SQL},
-                EXISTS (SELECT 1 FROM portal_access a WHERE a.patient_id = p.id AND a.status = 'active')
+                p.reachable
            FROM patient p {where_order}"
     )
 }
@@ -244,7 +240,7 @@ pub(crate) fn search_sql(words: usize) -> &'static str {
 ///
 /// Three index ranges find the patients whose last name, first name or email begins with the
 /// first word; the other words' LIKE checks them; their union, merged in name order, stops at
-/// the end of the page; only then are the page's portal statuses looked up. The last-name range
+/// the end of the page; only then are the page's patient rows read. The last-name range
 /// comes out of its index already in name order, so a common last name costs one page of rows,
 /// not every patient who has it. The first word needs no LIKE: a name in its range begins with
 /// it (both compare ASCII letters without case, and nothing else), so a one-word search reads
