@@ -522,6 +522,25 @@ pub fn patient_reads(
     )
 }
 
+/// The write of `patient_reads` alone, without reading the messages: for the benchmark, which
+/// sets what this write costs beside the static file's cost (a thread page's least cost).
+pub fn patient_view_written(
+    pool: &Pool,
+    caller: PortalCaller,
+    thread: &Thread,
+    client: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    let (id, patient_id, account_id) = (thread.id, thread.patient_id, caller.account_id);
+    let actor = Actor::portal(account_id, client);
+    pool.write_together(move |tx| {
+        write_view(tx, &actor, id, patient_id, now, |tx, id| {
+            messages::mark_read_portal(tx, id, account_id).map(|_| ())
+        })
+    })?;
+    Ok(())
+}
+
 /// Marks a thread the caller may open as read for them, audits the read, and returns its
 /// messages (internal notes only for staff), in one transaction, durable before it returns.
 ///
@@ -539,18 +558,30 @@ fn read_thread(
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
     let (id, patient_id) = (thread.id, thread.patient_id);
     let shown = pool.write_together(move |tx| {
-        mark_read(tx, id)?;
-        audit::record(
-            tx,
-            &actor,
-            "thread.view",
-            Some(patient_id),
-            &format!("thread {id}"),
-            now,
-        )?;
+        write_view(tx, &actor, id, patient_id, now, mark_read)?;
         messages::messages(tx, id, with_internal)
     })?;
     Ok((thread, shown))
+}
+
+/// What a view of a thread writes: the viewer's read marker and the audit entry of the read.
+fn write_view(
+    tx: &Connection,
+    actor: &Actor,
+    thread_id: i64,
+    patient_id: i64,
+    now: i64,
+    mark_read: impl FnOnce(&Connection, i64) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    mark_read(tx, thread_id)?;
+    audit::record(
+        tx,
+        actor,
+        "thread.view",
+        Some(patient_id),
+        &format!("thread {thread_id}"),
+        now,
+    )
 }
 
 /// Runs one change of a staff member's view of a thread they may open, audited.

@@ -68,4 +68,78 @@ impl Handler {
         }
         Ok(cpu * 1e6 / calls as f64)
     }
+
+    /// This process's CPU time per thread view's write alone (the read marker and the audit
+    /// entry, durably committed, as `messaging::patient_reads` writes it, without reading the
+    /// messages), in microseconds, with `at_once` portal callers viewing `thread` of the account
+    /// at `email` together for about `duration`: what a thread page costs at least, beside
+    /// answering over HTTP. The writes share transactions as the server's do; with every caller
+    /// doing nothing else, more of them share each one than under the pages' load, so this is
+    /// the write's cost at its lowest.
+    pub fn view_write_cost(
+        &self,
+        email: &str,
+        thread: i64,
+        at_once: usize,
+        duration: Duration,
+    ) -> Result<f64, String> {
+        use carepost::db::{accounts, messages};
+        let found = {
+            let conn = self.app.pool.get();
+            let account = accounts::portal_account_by_email(&conn, email)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no portal account {email}"))?;
+            let patient: i64 = conn
+                .query_row(
+                    "SELECT patient_id FROM thread WHERE id = ?1",
+                    [thread],
+                    |r| r.get(0),
+                )
+                .map_err(|e| format!("thread {thread}: {e}"))?;
+            let thread = messages::thread_for_patient(&conn, patient, thread)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("thread {thread} is not {email}'s"))?;
+            let caller = carepost::messaging::PortalCaller {
+                account_id: account.id,
+                patient_id: patient,
+                caregiver: false,
+            };
+            (caller, thread)
+        };
+        let (caller, thread) = &found;
+        let write = || {
+            carepost::messaging::patient_view_written(
+                &self.app.pool,
+                *caller,
+                thread,
+                "127.0.0.1",
+                self.app.clock.now(),
+            )
+            .map_err(|e| format!("a thread view's write in process: {e:?}"))
+        };
+        write()?;
+        let before = crate::load::process_cpu_seconds();
+        let started = Instant::now();
+        let written: Result<Vec<u64>, String> = std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..at_once)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut n = 0u64;
+                        while started.elapsed() < duration {
+                            write()?;
+                            n += 1;
+                        }
+                        Ok(n)
+                    })
+                })
+                .collect();
+            callers
+                .into_iter()
+                .map(|c| c.join().unwrap_or_else(|_| Err("a caller panicked".into())))
+                .collect()
+        });
+        let cpu = crate::load::process_cpu_seconds() - before;
+        let writes: u64 = written?.iter().sum();
+        Ok(cpu * 1e6 / writes.max(1) as f64)
+    }
 }

@@ -317,13 +317,15 @@ fn stylesheet(addr: SocketAddr) -> Result<String, String> {
 }
 
 /// Each request's own work without HTTP (see `inprocess`): the stylesheet, then every page
-/// kind, signed in as the first probe patient and staff member. In microseconds of CPU.
+/// kind, signed in as the first probe patient and staff member. In microseconds of CPU. Then
+/// the write of a thread view alone, `at_once` at a time.
 fn measure_own_work(
     addr: SocketAddr,
     data: &Path,
     probe: &Probe,
+    at_once: usize,
     duration: Duration,
-) -> Result<Vec<(String, f64)>, String> {
+) -> Result<(Vec<(String, f64)>, f64), String> {
     let handler = inprocess::Handler::open(data)?;
     let portal = sign_in(addr, probe, true)?;
     let staff = sign_in(addr, probe, false)?;
@@ -341,7 +343,12 @@ fn measure_own_work(
         say(&format!("  {:<34} {cost:>5.0} µs", page.name()));
         out.push((page.name().to_owned(), cost));
     }
-    Ok(out)
+    let write = handler.view_write_cost(&probe.portal_email, probe.thread, at_once, duration)?;
+    say(&format!(
+        "  {:<34} {write:>5.0} µs ({at_once} at once)",
+        "A thread view's write alone"
+    ));
+    Ok((out, write))
 }
 
 const STATIC_ASSET: &str = "Static asset (baseline)";
@@ -667,12 +674,15 @@ fn run(args: &Args) -> Result<u64, String> {
         )?;
         by_size.push((bench.messages, pages.clone()));
         say("Each request's own work: the handler called in this process, one request at a time");
-        report.own_work = measure_own_work(
+        let (own_work, view_write) = measure_own_work(
             server.addr,
             &data,
             &bench.probes[0],
+            args.clients,
             seconds.min(Duration::from_secs(2)),
         )?;
+        report.own_work = own_work;
+        report.view_write_us = Some(view_write);
 
         // Pages while others sign in: half the clients in the portal, half in the practice,
         // each going round every page kind.

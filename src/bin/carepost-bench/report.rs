@@ -81,6 +81,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Each request's own work without HTTP, in µs of CPU (see `inprocess`).
     pub own_work: Vec<(String, f64)>,
+    /// A thread view's write alone, in µs of CPU, many at once (see `inprocess`).
+    pub view_write_us: Option<f64>,
     /// Each page with the static asset's throughput measured in turns with it, which its
     /// ratio is taken against.
     pub static_in_turns: Vec<(String, f64)>,
@@ -336,11 +338,20 @@ impl Report {
             });
             let _ = writeln!(md, "| {name} | {http} | {own:.0} µs | {rest} |");
         }
-        if let Some(limit) = self.own_work.first().and_then(|(n, _)| over_http(n)) {
+        let static_us = self.own_work.first().and_then(|(n, _)| over_http(n));
+        if let Some(limit) = static_us {
             let _ = writeln!(
                 md,
                 "\nHalf the static asset's throughput leaves a page at most {:.0} µs of server CPU (twice the static asset's).\n",
                 2.0 * limit
+            );
+        }
+        if let (Some(write), Some(served)) = (self.view_write_us, static_us) {
+            let _ = writeln!(
+                md,
+                "A thread view's write alone (the reader's read marker and the audit entry of the read, durably committed; {} views at once, in process, sharing transactions): {write:.0} µs of CPU. A thread page costs at least that beside being answered over HTTP, which costs the static asset {served:.0} µs: so a thread page can reach at most {:.2}× the static asset's throughput, whatever it reads and draws.\n",
+                self.clients,
+                served / (served + write)
             );
         }
     }
@@ -394,6 +405,9 @@ impl Report {
             .map(|(name, us)| format!("{}: {}", json_str(name), json_num(*us)))
             .collect();
         let _ = writeln!(j, "  \"own_work_us\": {{{}}},", own.join(", "));
+        if let Some(us) = self.view_write_us {
+            let _ = writeln!(j, "  \"view_write_us\": {},", json_num(us));
+        }
         let around: Vec<String> = self
             .static_in_turns
             .iter()
