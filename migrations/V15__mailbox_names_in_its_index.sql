@@ -5,9 +5,9 @@
 -- "The practice".
 ALTER TABLE thread ADD COLUMN with_name TEXT NOT NULL DEFAULT '';
 
-UPDATE thread SET with_name =
+UPDATE thread SET with_name = coalesce(
     (SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
-       FROM staff s WHERE s.id = thread.first_staff_id)
+       FROM staff s WHERE s.id = thread.first_staff_id), '')
  WHERE first_staff_id IS NOT NULL;
 
 -- The thread's first staff member, and their name as shown, when that first row is added.
@@ -15,8 +15,9 @@ DROP TRIGGER thread_first_staff;
 CREATE TRIGGER thread_first_staff AFTER INSERT ON thread_staff
 BEGIN
     UPDATE thread SET first_staff_id = NEW.staff_id,
-                      with_name = (SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
-                                     FROM staff s WHERE s.id = NEW.staff_id)
+                      with_name = coalesce(
+                          (SELECT s.name || CASE WHEN s.degree = '' THEN '' ELSE ', ' || s.degree END
+                             FROM staff s WHERE s.id = NEW.staff_id), '')
      WHERE id = NEW.thread_id AND first_staff_id IS NULL;
 END;
 

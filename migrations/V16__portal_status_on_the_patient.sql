@@ -27,7 +27,8 @@ UPDATE patient SET
                                  AND i.status = 'pending'), 0);
 
 -- Any change of a patient's portal access: their two access columns are worked out again from
--- all their rows (a handful), for the patient the row was and is for.
+-- all their rows (a handful), for the patient the row was and is for. An update that changes
+-- none of the columns they depend on (access granted again as it was) writes nothing.
 CREATE TRIGGER portal_access_added AFTER INSERT ON portal_access
 BEGIN
     UPDATE patient SET
@@ -45,6 +46,8 @@ BEGIN
 END;
 
 CREATE TRIGGER portal_access_changed AFTER UPDATE OF patient_id, role, status ON portal_access
+WHEN OLD.patient_id IS NOT NEW.patient_id OR OLD.role IS NOT NEW.role
+  OR OLD.status IS NOT NEW.status
 BEGIN
     UPDATE patient SET
         self_access = CASE
@@ -76,7 +79,8 @@ BEGIN
      WHERE id = OLD.patient_id;
 END;
 
--- Any change of a patient's invitations: when their pending own invitations run out, again.
+-- Any change of a patient's invitations: when their pending own invitations run out, again (not
+-- for a wrong PIN that leaves the invitation pending).
 CREATE TRIGGER invitation_added AFTER INSERT ON invitation
 BEGIN
     UPDATE patient SET invited_until = coalesce((SELECT max(i.expires_at) FROM invitation i
@@ -86,6 +90,8 @@ BEGIN
 END;
 
 CREATE TRIGGER invitation_changed AFTER UPDATE OF patient_id, role, status, expires_at ON invitation
+WHEN OLD.patient_id IS NOT NEW.patient_id OR OLD.role IS NOT NEW.role
+  OR OLD.status IS NOT NEW.status OR OLD.expires_at IS NOT NEW.expires_at
 BEGIN
     UPDATE patient SET invited_until = coalesce((SELECT max(i.expires_at) FROM invitation i
                                                   WHERE i.patient_id = patient.id AND i.role = 'self'

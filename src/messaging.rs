@@ -522,19 +522,23 @@ pub fn patient_reads(
     )
 }
 
-/// The write of `patient_reads` alone, without reading the messages: for the benchmark, which
-/// sets what this write costs beside the static file's cost (a thread page's least cost).
+/// The write of `patient_reads` alone, without reading the messages, for a thread the caller
+/// may open (else not found, as there): for the benchmark, which sets what this write costs
+/// beside the static file's cost (a thread page's least cost). No route calls it.
+#[doc(hidden)]
 pub fn patient_view_written(
     pool: &Pool,
     caller: PortalCaller,
-    thread: &Thread,
+    thread_id: i64,
     client: &str,
     now: i64,
 ) -> Result<(), AppError> {
-    let (id, patient_id, account_id) = (thread.id, thread.patient_id, caller.account_id);
+    let thread = messages::thread_for_patient(&pool.get(), caller.patient_id, thread_id)?
+        .ok_or(AppError::NotFound)?;
+    let (patient_id, account_id) = (thread.patient_id, caller.account_id);
     let actor = Actor::portal(account_id, client);
     pool.write_together(move |tx| {
-        write_view(tx, &actor, id, patient_id, now, |tx, id| {
+        write_view(tx, &actor, thread_id, patient_id, now, |tx, id| {
             messages::mark_read_portal(tx, id, account_id).map(|_| ())
         })
     })?;
@@ -1046,6 +1050,26 @@ mod tests {
             audited, 33,
             "every send audited, the twice-clicked one once"
         );
+
+        // The benchmark's view write: only for a thread the caller may open, audited as a view.
+        let (caller, own) = callers[0];
+        let views = |reader: &Connection| -> i64 {
+            reader
+                .query_row(
+                    "SELECT count(*) FROM audit_event
+                      WHERE action = 'thread.view' AND actor_id = ?1 AND object = ?2",
+                    rusqlite::params![caller.account_id, format!("thread {own}")],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert!(matches!(
+            patient_view_written(&pool, caller, callers[1].1, "test", now),
+            Err(AppError::NotFound)
+        ));
+        assert_eq!(views(&reader), 0);
+        patient_view_written(&pool, caller, own, "test", now).unwrap();
+        assert_eq!(views(&reader), 1);
         pool.stop_threads();
         let _ = std::fs::remove_dir_all(path);
     }

@@ -69,9 +69,9 @@ impl Handler {
         Ok(cpu * 1e6 / calls as f64)
     }
 
-    /// This process's CPU time per thread view's write alone (the read marker and the audit
-    /// entry, durably committed, as `messaging::patient_reads` writes it, without reading the
-    /// messages), in microseconds, with `at_once` portal callers viewing `thread` of the account
+    /// This process's CPU time per thread view's write alone (the thread found for the caller,
+    /// then the read marker and the audit entry, durably committed, as `messaging::patient_reads`
+    /// writes them, without reading the messages), in microseconds, with `at_once` portal callers viewing `thread` of the account
     /// at `email` together for about `duration`: what a thread page costs at least, beside
     /// answering over HTTP. The writes share transactions as the server's do; with every caller
     /// doing nothing else, more of them share each one than under the pages' load, so this is
@@ -83,34 +83,32 @@ impl Handler {
         at_once: usize,
         duration: Duration,
     ) -> Result<f64, String> {
-        use carepost::db::{accounts, messages};
-        let found = {
+        use carepost::db::accounts;
+        let caller = {
             let conn = self.app.pool.get();
             let account = accounts::portal_account_by_email(&conn, email)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no portal account {email}"))?;
-            let patient: i64 = conn
+            // The record the account holds access to and the thread belongs to.
+            let (patient_id, caregiver) = conn
                 .query_row(
-                    "SELECT patient_id FROM thread WHERE id = ?1",
-                    [thread],
-                    |r| r.get(0),
+                    "SELECT a.patient_id, a.role = 'caregiver'
+                       FROM portal_access a JOIN thread t ON t.patient_id = a.patient_id
+                      WHERE a.account_id = ?1 AND t.id = ?2 AND a.status = 'active'",
+                    [account.id, thread],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .map_err(|e| format!("thread {thread}: {e}"))?;
-            let thread = messages::thread_for_patient(&conn, patient, thread)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("thread {thread} is not {email}'s"))?;
-            let caller = carepost::messaging::PortalCaller {
+                .map_err(|e| format!("{email} cannot open thread {thread}: {e}"))?;
+            carepost::messaging::PortalCaller {
                 account_id: account.id,
-                patient_id: patient,
-                caregiver: false,
-            };
-            (caller, thread)
+                patient_id,
+                caregiver,
+            }
         };
-        let (caller, thread) = &found;
         let write = || {
             carepost::messaging::patient_view_written(
                 &self.app.pool,
-                *caller,
+                caller,
                 thread,
                 "127.0.0.1",
                 self.app.clock.now(),
