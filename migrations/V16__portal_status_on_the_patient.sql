@@ -11,37 +11,35 @@ ALTER TABLE patient ADD COLUMN self_access TEXT NOT NULL DEFAULT '';
 ALTER TABLE patient ADD COLUMN invited_until INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE patient ADD COLUMN reachable INTEGER NOT NULL DEFAULT 0;
 
-UPDATE patient SET
-    self_access = CASE
-        WHEN EXISTS (SELECT 1 FROM portal_access a
-                      WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'active')
-            THEN 'active'
-        WHEN EXISTS (SELECT 1 FROM portal_access a
-                      WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'revoked')
-            THEN 'revoked'
-        ELSE '' END,
-    reachable = EXISTS (SELECT 1 FROM portal_access a
-                         WHERE a.patient_id = patient.id AND a.status = 'active'),
-    invited_until = coalesce((SELECT max(i.expires_at) FROM invitation i
-                               WHERE i.patient_id = patient.id AND i.role = 'self'
-                                 AND i.status = 'pending'), 0);
+-- The three as worked out from a patient's access and invitation rows (a handful each): the one
+-- place the rule is written, for the fill below and for every trigger after it.
+CREATE VIEW patient_portal AS
+SELECT p.id AS patient_id,
+       CASE
+           WHEN EXISTS (SELECT 1 FROM portal_access a
+                         WHERE a.patient_id = p.id AND a.role = 'self' AND a.status = 'active')
+               THEN 'active'
+           WHEN EXISTS (SELECT 1 FROM portal_access a
+                         WHERE a.patient_id = p.id AND a.role = 'self' AND a.status = 'revoked')
+               THEN 'revoked'
+           ELSE '' END AS self_access,
+       coalesce((SELECT max(i.expires_at) FROM invitation i
+                  WHERE i.patient_id = p.id AND i.role = 'self' AND i.status = 'pending'), 0)
+           AS invited_until,
+       EXISTS (SELECT 1 FROM portal_access a WHERE a.patient_id = p.id AND a.status = 'active')
+           AS reachable
+  FROM patient p;
 
--- Any change of a patient's portal access: their two access columns are worked out again from
--- all their rows (a handful), for the patient the row was and is for. An update that changes
--- none of the columns they depend on (access granted again as it was) writes nothing.
+UPDATE patient SET (self_access, invited_until, reachable) =
+    (SELECT self_access, invited_until, reachable FROM patient_portal WHERE patient_id = patient.id);
+
+-- Any change of a patient's portal access or invitations: the patient the row was and is for
+-- is worked out again. An update that changes none of the columns the rule reads (access
+-- granted again as it was, a wrong PIN that leaves an invitation pending) writes nothing.
 CREATE TRIGGER portal_access_added AFTER INSERT ON portal_access
 BEGIN
-    UPDATE patient SET
-        self_access = CASE
-            WHEN EXISTS (SELECT 1 FROM portal_access a
-                          WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'active')
-                THEN 'active'
-            WHEN EXISTS (SELECT 1 FROM portal_access a
-                          WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'revoked')
-                THEN 'revoked'
-            ELSE '' END,
-        reachable = EXISTS (SELECT 1 FROM portal_access a
-                             WHERE a.patient_id = patient.id AND a.status = 'active')
+    UPDATE patient SET (self_access, invited_until, reachable) =
+        (SELECT self_access, invited_until, reachable FROM patient_portal WHERE patient_id = patient.id)
      WHERE id = NEW.patient_id;
 END;
 
@@ -49,43 +47,22 @@ CREATE TRIGGER portal_access_changed AFTER UPDATE OF patient_id, role, status ON
 WHEN OLD.patient_id IS NOT NEW.patient_id OR OLD.role IS NOT NEW.role
   OR OLD.status IS NOT NEW.status
 BEGIN
-    UPDATE patient SET
-        self_access = CASE
-            WHEN EXISTS (SELECT 1 FROM portal_access a
-                          WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'active')
-                THEN 'active'
-            WHEN EXISTS (SELECT 1 FROM portal_access a
-                          WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'revoked')
-                THEN 'revoked'
-            ELSE '' END,
-        reachable = EXISTS (SELECT 1 FROM portal_access a
-                             WHERE a.patient_id = patient.id AND a.status = 'active')
+    UPDATE patient SET (self_access, invited_until, reachable) =
+        (SELECT self_access, invited_until, reachable FROM patient_portal WHERE patient_id = patient.id)
      WHERE id IN (OLD.patient_id, NEW.patient_id);
 END;
 
 CREATE TRIGGER portal_access_removed AFTER DELETE ON portal_access
 BEGIN
-    UPDATE patient SET
-        self_access = CASE
-            WHEN EXISTS (SELECT 1 FROM portal_access a
-                          WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'active')
-                THEN 'active'
-            WHEN EXISTS (SELECT 1 FROM portal_access a
-                          WHERE a.patient_id = patient.id AND a.role = 'self' AND a.status = 'revoked')
-                THEN 'revoked'
-            ELSE '' END,
-        reachable = EXISTS (SELECT 1 FROM portal_access a
-                             WHERE a.patient_id = patient.id AND a.status = 'active')
+    UPDATE patient SET (self_access, invited_until, reachable) =
+        (SELECT self_access, invited_until, reachable FROM patient_portal WHERE patient_id = patient.id)
      WHERE id = OLD.patient_id;
 END;
 
--- Any change of a patient's invitations: when their pending own invitations run out, again (not
--- for a wrong PIN that leaves the invitation pending).
 CREATE TRIGGER invitation_added AFTER INSERT ON invitation
 BEGIN
-    UPDATE patient SET invited_until = coalesce((SELECT max(i.expires_at) FROM invitation i
-                                                  WHERE i.patient_id = patient.id AND i.role = 'self'
-                                                    AND i.status = 'pending'), 0)
+    UPDATE patient SET (self_access, invited_until, reachable) =
+        (SELECT self_access, invited_until, reachable FROM patient_portal WHERE patient_id = patient.id)
      WHERE id = NEW.patient_id;
 END;
 
@@ -93,16 +70,14 @@ CREATE TRIGGER invitation_changed AFTER UPDATE OF patient_id, role, status, expi
 WHEN OLD.patient_id IS NOT NEW.patient_id OR OLD.role IS NOT NEW.role
   OR OLD.status IS NOT NEW.status OR OLD.expires_at IS NOT NEW.expires_at
 BEGIN
-    UPDATE patient SET invited_until = coalesce((SELECT max(i.expires_at) FROM invitation i
-                                                  WHERE i.patient_id = patient.id AND i.role = 'self'
-                                                    AND i.status = 'pending'), 0)
+    UPDATE patient SET (self_access, invited_until, reachable) =
+        (SELECT self_access, invited_until, reachable FROM patient_portal WHERE patient_id = patient.id)
      WHERE id IN (OLD.patient_id, NEW.patient_id);
 END;
 
 CREATE TRIGGER invitation_removed AFTER DELETE ON invitation
 BEGIN
-    UPDATE patient SET invited_until = coalesce((SELECT max(i.expires_at) FROM invitation i
-                                                  WHERE i.patient_id = patient.id AND i.role = 'self'
-                                                    AND i.status = 'pending'), 0)
+    UPDATE patient SET (self_access, invited_until, reachable) =
+        (SELECT self_access, invited_until, reachable FROM patient_portal WHERE patient_id = patient.id)
      WHERE id = OLD.patient_id;
 END;
