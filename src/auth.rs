@@ -5,6 +5,7 @@ use crate::audit::Actor;
 use crate::crypto;
 use crate::db::accounts;
 use crate::db::sessions::{self, Audience};
+use crate::db::Pool;
 use crate::error::{AppError, AppResult, FieldErrors};
 use rusqlite::Connection;
 
@@ -28,15 +29,18 @@ pub enum SignIn {
 
 /// Checks an email and password. The answer for an unknown address is the same, and costs the
 /// same, as for a wrong password; the throttle counts per address typed, existing or not.
+///
+/// No database connection is held while the password is checked: argon2 waits its turn on two
+/// hashing threads, and sign-ins holding connections meanwhile would leave the pages fewer.
 pub fn sign_in(
-    conn: &Connection,
+    pool: &Pool,
     audience: Audience,
     email: &str,
     password: &str,
     client: &str,
     now: i64,
 ) -> AppResult<SignIn> {
-    let outcome = check_sign_in(conn, audience, email, password, now)?;
+    let outcome = check_sign_in(pool, audience, email, password, now)?;
     // Every attempt is audited: accepted as the account, refused or locked anonymously (the
     // address typed is not recorded).
     let (actor, result) = match &outcome {
@@ -52,7 +56,7 @@ pub fn sign_in(
         SignIn::Locked(_) => (Actor::anonymous(client), "locked"),
     };
     crate::audit::record_outcome(
-        conn,
+        &pool.get(),
         &actor,
         "auth.sign_in",
         None,
@@ -64,7 +68,7 @@ pub fn sign_in(
 }
 
 fn check_sign_in(
-    conn: &Connection,
+    pool: &Pool,
     audience: Audience,
     email: &str,
     password: &str,
@@ -72,19 +76,24 @@ fn check_sign_in(
 ) -> AppResult<SignIn> {
     let email = normalise_email(email);
     let who = audience.as_str();
-    if let Some(until) = accounts::throttle_locked_until(conn, who, &email, now)? {
-        return Ok(SignIn::Locked(until - now));
-    }
-    // Count the attempt before checking the password, so that concurrent guesses cannot all
-    // pass the lock check: beyond the limit, no password is checked at all.
-    let failures = accounts::throttle_record_failure(conn, who, &email, now, FAILURE_WINDOW_SECS)?;
-    if failures > LOCK_AFTER {
-        accounts::throttle_lock(conn, who, &email, now + LOCK_SECS)?;
-        return Ok(SignIn::Locked(LOCK_SECS));
-    }
-    let credentials = match audience {
-        Audience::Staff => accounts::staff_credentials(conn, &email)?,
-        Audience::Portal => accounts::portal_credentials(conn, &email)?,
+    let (failures, credentials) = {
+        let conn = pool.get();
+        if let Some(until) = accounts::throttle_locked_until(&conn, who, &email, now)? {
+            return Ok(SignIn::Locked(until - now));
+        }
+        // Count the attempt before checking the password, so that concurrent guesses cannot all
+        // pass the lock check: beyond the limit, no password is checked at all.
+        let failures =
+            accounts::throttle_record_failure(&conn, who, &email, now, FAILURE_WINDOW_SECS)?;
+        if failures > LOCK_AFTER {
+            accounts::throttle_lock(&conn, who, &email, now + LOCK_SECS)?;
+            return Ok(SignIn::Locked(LOCK_SECS));
+        }
+        let credentials = match audience {
+            Audience::Staff => accounts::staff_credentials(&conn, &email)?,
+            Audience::Portal => accounts::portal_credentials(&conn, &email)?,
+        };
+        (failures, credentials)
     };
     let password = truncate_chars(password, MAX_PASSWORD_CHARS);
     let accepted = match &credentials {
@@ -94,16 +103,17 @@ fn check_sign_in(
             None
         }
     };
+    let conn = pool.get();
     if let Some(id) = accepted {
-        accounts::throttle_clear(conn, who, &email)?;
+        accounts::throttle_clear(&conn, who, &email)?;
         return Ok(SignIn::Accepted(id));
     }
     if failures >= LOCK_AFTER {
-        accounts::throttle_lock(conn, who, &email, now + LOCK_SECS)?;
+        accounts::throttle_lock(&conn, who, &email, now + LOCK_SECS)?;
     } else if failures >= SLOW_DOWN_AFTER {
         // 5 s, then 10 s: enough to make guessing slow, short enough not to annoy a person.
         accounts::throttle_lock(
-            conn,
+            &conn,
             who,
             &email,
             now + 5 * (failures - SLOW_DOWN_AFTER + 1),
@@ -306,7 +316,7 @@ pub fn reset_password(
 /// Changes the password of a signed-in user who proves the current one; other sessions end.
 #[allow(clippy::too_many_arguments)]
 pub fn change_password(
-    conn: &mut Connection,
+    pool: &Pool,
     audience: Audience,
     principal: i64,
     email: &str,
@@ -318,7 +328,7 @@ pub fn change_password(
     now: i64,
 ) -> Result<Result<(), FieldErrors>, AppError> {
     let mut errors = new_password_problems(password, password_again);
-    match sign_in(conn, audience, email, current, client, now)? {
+    match sign_in(pool, audience, email, current, client, now)? {
         SignIn::Accepted(id) if id == principal => {}
         SignIn::Locked(wait) => errors.add(
             "current_password",
@@ -333,7 +343,8 @@ pub fn change_password(
         return Ok(Err(errors));
     }
     let hash = crypto::hash_password(password).map_err(AppError::Internal)?;
-    let tx = crate::db::begin_write(&*conn)?;
+    let conn = pool.get();
+    let tx = crate::db::begin_write(&conn)?;
     set_password(&tx, audience, principal, &hash)?;
     sessions::delete_for_principal(&tx, audience, principal, Some(keep_session))?;
     let actor = Actor {
@@ -379,6 +390,86 @@ mod tests {
         assert!(password_problem("ALLUPPERCASE1").is_some());
         assert!(password_problem("NoDigitsHere").is_some());
         assert_eq!(password_problem("Good enough 1"), None);
+    }
+
+    /// A sign-in waiting for its password check holds no database connection: the pool's one
+    /// stays in the pool for the pages meanwhile. (Before, a sign-in kept its connection while
+    /// argon2 waited its turn, so 8 sign-ins at once held 8 of the pool's 16, and the pages beyond
+    /// the other 8 each opened a connection of their own, with a cold cache, and closed it.)
+    #[test]
+    fn a_sign_in_holds_no_connection_while_its_password_is_checked() {
+        use crate::db::{test_folder, DataDir};
+        use std::time::Duration;
+
+        let path = test_folder("sign-in-pool");
+        let data = DataDir::open(&path).unwrap();
+        let now = 1_800_000_000;
+        let hash = crypto::hash_password("Correct horse 1").unwrap();
+        accounts::insert_staff(
+            &data.connect().unwrap(),
+            &accounts::NewStaff {
+                email: "doc@example.org",
+                name: "Dr Doc",
+                degree: "",
+                access_level: 4,
+                is_admin: false,
+                password_hash: &hash,
+            },
+            now,
+        )
+        .unwrap();
+        let pool = std::sync::Arc::new(Pool::new(&data, 1, 8).unwrap());
+        let watcher = data.connect().unwrap();
+
+        let busy = crypto::occupy_hash_threads();
+        let signing_in = {
+            let pool = std::sync::Arc::clone(&pool);
+            std::thread::spawn(move || {
+                sign_in(
+                    &pool,
+                    Audience::Staff,
+                    "doc@example.org",
+                    "Correct horse 1",
+                    "test",
+                    now,
+                )
+            })
+        };
+        // The attempt is counted just before the password is checked.
+        let waited = std::time::Instant::now();
+        while watcher
+            .query_row(
+                "SELECT count(*) FROM login_throttle WHERE email = 'doc@example.org'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 0
+        {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "no attempt counted"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Its password check cannot start while the hashing threads are busy: meanwhile the
+        // pool's connection must come back.
+        let waited = std::time::Instant::now();
+        while pool.idle_connections() == 0 && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let idle = pool.idle_connections();
+        drop(busy);
+        assert_eq!(
+            idle, 1,
+            "the sign-in kept the pool's connection while waiting for its password check"
+        );
+        assert!(matches!(
+            signing_in.join().unwrap().unwrap(),
+            SignIn::Accepted(_)
+        ));
+        pool.stop_threads();
+        let _ = std::fs::remove_dir_all(path);
     }
 
     #[test]

@@ -103,6 +103,26 @@ fn on_hash_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     done_rx.recv().ok()
 }
 
+/// Keeps every hashing thread busy until the returned senders are dropped: for tests in which
+/// a password check must wait its turn.
+#[cfg(test)]
+pub(crate) fn occupy_hash_threads() -> Vec<mpsc::SyncSender<()>> {
+    (0..CONCURRENT_HASHES)
+        .map(|_| {
+            let (release, released) = mpsc::sync_channel::<()>(0);
+            let (started, running) = mpsc::sync_channel::<()>(0);
+            std::thread::spawn(move || {
+                on_hash_thread(move || {
+                    let _ = started.send(());
+                    let _ = released.recv();
+                })
+            });
+            running.recv().expect("a hashing thread took the job");
+            release
+        })
+        .collect()
+}
+
 #[cfg(target_os = "linux")]
 fn lower_priority() {
     // SAFETY: plain syscalls on the calling thread (Linux keeps a niceness per thread).

@@ -8,6 +8,7 @@ use crate::db::accounts::{self, Staff};
 use crate::db::patients::{self, Invitation, NewInvitation, Patient};
 use crate::db::practice::Practice;
 use crate::db::sessions::Audience;
+use crate::db::Pool;
 use crate::error::{AppError, FieldErrors};
 use crate::outbox;
 use rusqlite::Connection;
@@ -176,13 +177,14 @@ pub enum Registered {
 /// Registers from an invitation link: proves identity with date of birth and PIN, then creates
 /// an account or signs in to an existing one, and grants access. The link works once.
 pub fn register(
-    conn: &mut Connection,
+    pool: &Pool,
     token: &str,
     form: &Registration,
     client: &str,
     now: i64,
 ) -> Result<Registered, AppError> {
-    let Some((invitation, patient)) = open_link(conn, token, now)? else {
+    let conn = pool.get();
+    let Some((invitation, patient)) = open_link(&conn, token, now)? else {
         return Ok(Registered::LinkDead);
     };
     let mut errors = FieldErrors::default();
@@ -190,10 +192,10 @@ pub fn register(
     let identity_ok = dob_given.as_deref() == Some(patient.date_of_birth.as_str())
         && crypto::constant_time_eq(form.pin.trim().as_bytes(), invitation.pin.as_bytes());
     if !identity_ok {
-        let locked = patients::record_failed_attempt(conn, invitation.id, ATTEMPTS_BEFORE_LOCK)?;
+        let locked = patients::record_failed_attempt(&conn, invitation.id, ATTEMPTS_BEFORE_LOCK)?;
         let actor = Actor::anonymous(client);
         audit::record_outcome(
-            conn,
+            &conn,
             &actor,
             "portal.register",
             Some(patient.id),
@@ -220,18 +222,21 @@ pub fn register(
         } else if form.password != form.password_again {
             errors.add("password_again", "The two passwords are not the same.");
         }
-        if errors.is_empty() && accounts::portal_account_by_email(conn, &email)?.is_some() {
+        if errors.is_empty() && accounts::portal_account_by_email(&conn, &email)?.is_some() {
             errors.add("email", "A portal account already uses this email address. Choose \"I already have an account\" below and sign in with it.");
         }
         if !errors.is_empty() {
             return Ok(Registered::Invalid(errors));
         }
+        // No connection is held while argon2 runs (see `auth::sign_in`).
+        drop(conn);
         (
             None,
             Some(crypto::hash_password(form.password).map_err(AppError::Internal)?),
         )
     } else {
-        match auth::sign_in(conn, Audience::Portal, &email, form.password, client, now)? {
+        drop(conn);
+        match auth::sign_in(pool, Audience::Portal, &email, form.password, client, now)? {
             SignIn::Accepted(id) => (Some(id), None),
             SignIn::Refused => {
                 errors.add(
@@ -252,10 +257,11 @@ pub fn register(
             }
         }
     };
+    let conn = pool.get();
     // An account holds one role per patient: a caregiver invitation sent to the patient's own
     // address must not turn their own access into caregiver access (nor the reverse).
     if let Some(id) = account_id {
-        let held = accounts::role_for_patient(conn, id, patient.id)?;
+        let held = accounts::role_for_patient(&conn, id, patient.id)?;
         if held.as_deref().is_some_and(|role| role != invitation.role) {
             errors.add(
                 "email",
@@ -264,7 +270,7 @@ pub fn register(
             return Ok(Registered::Invalid(errors));
         }
     }
-    let tx = crate::db::begin_write(&*conn)?;
+    let tx = crate::db::begin_write(&conn)?;
     if !patients::mark_used(&tx, invitation.id)? {
         return Ok(Registered::LinkDead);
     }

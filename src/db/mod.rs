@@ -584,6 +584,16 @@ impl Pool {
         self.checkpointer.stop();
     }
 
+    /// Connections waiting in the pool for a request (for tests).
+    #[cfg(test)]
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .conns
+            .len()
+    }
+
     pub fn get(&self) -> PooledConn<'_> {
         let mut warned = false;
         loop {

@@ -267,7 +267,7 @@ fn change(app: &App, request: &Request, audience: Audience) -> AppResult<Respons
     let form: Form = form::read(app, request)?;
     csrf::check(&form, &session.csrf_token)?;
     let result = auth::change_password(
-        &mut app.pool.get(),
+        &app.pool,
         audience,
         principal,
         &email,

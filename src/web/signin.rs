@@ -117,9 +117,8 @@ pub fn submit(app: &App, request: &Request, audience: Audience) -> AppResult<Res
     }
     let now = app.clock.now();
     if errors.is_empty() {
-        let conn = app.pool.get();
         match auth::sign_in(
-            &conn,
+            &app.pool,
             audience,
             email,
             password,
@@ -127,6 +126,7 @@ pub fn submit(app: &App, request: &Request, audience: Audience) -> AppResult<Res
             now,
         )? {
             SignIn::Accepted(principal) => {
+                let conn = app.pool.get();
                 let acting = match audience {
                     Audience::Staff => None,
                     Audience::Portal => accounts::accesses_for_account(&conn, principal)?

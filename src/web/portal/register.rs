@@ -112,13 +112,7 @@ pub fn submit(app: &App, request: &Request, params: &Params) -> AppResult<Respon
         password: form.get("password"),
         password_again: form.get("password_again"),
     };
-    let outcome = portal_access::register(
-        &mut app.pool.get(),
-        link,
-        &registration,
-        &client(request),
-        now,
-    )?;
+    let outcome = portal_access::register(&app.pool, link, &registration, &client(request), now)?;
     match outcome {
         Registered::Done {
             account_id,
