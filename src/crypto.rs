@@ -117,7 +117,9 @@ pub(crate) fn occupy_hash_threads() -> Vec<mpsc::SyncSender<()>> {
                     let _ = released.recv();
                 })
             });
-            running.recv().expect("a hashing thread took the job");
+            running
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("a hashing thread took the job");
             release
         })
         .collect()

@@ -258,10 +258,12 @@ pub fn register(
         }
     };
     let conn = pool.get();
+    let tx = crate::db::begin_write(&conn)?;
     // An account holds one role per patient: a caregiver invitation sent to the patient's own
-    // address must not turn their own access into caregiver access (nor the reverse).
+    // address must not turn their own access into caregiver access (nor the reverse). Checked
+    // inside the write, so that two registrations at once cannot both pass it.
     if let Some(id) = account_id {
-        let held = accounts::role_for_patient(&conn, id, patient.id)?;
+        let held = accounts::role_for_patient(&tx, id, patient.id)?;
         if held.as_deref().is_some_and(|role| role != invitation.role) {
             errors.add(
                 "email",
@@ -270,7 +272,6 @@ pub fn register(
             return Ok(Registered::Invalid(errors));
         }
     }
-    let tx = crate::db::begin_write(&conn)?;
     if !patients::mark_used(&tx, invitation.id)? {
         return Ok(Registered::LinkDead);
     }

@@ -465,6 +465,8 @@ pub fn throttle_record_failure(
     )
 }
 
+/// Locks an address until `until`, or leaves a longer lock as it is: a slower attempt that
+/// finishes after a later one must not shorten the lock that one set.
 pub fn throttle_lock(
     conn: &Connection,
     audience: &str,
@@ -473,7 +475,8 @@ pub fn throttle_lock(
 ) -> rusqlite::Result<()> {
     crate::db::cached_exec(
         conn,
-        "UPDATE login_throttle SET locked_until = ?3 WHERE audience = ?1 AND email = ?2",
+        "UPDATE login_throttle SET locked_until = max(locked_until, ?3)
+          WHERE audience = ?1 AND email = ?2",
         params![audience, email, until],
     )?;
     Ok(())

@@ -1286,6 +1286,23 @@ mod tests {
     }
 
     #[test]
+    fn a_sign_in_lock_is_never_shortened_by_a_later_one() {
+        use super::accounts;
+        let (data, path) = fresh("throttle");
+        let conn = data.connect().unwrap();
+        let locked =
+            |conn: &Connection| accounts::throttle_locked_until(conn, "staff", "a@b.co", 0);
+        accounts::throttle_record_failure(&conn, "staff", "a@b.co", 0, 900).unwrap();
+        accounts::throttle_lock(&conn, "staff", "a@b.co", 900).unwrap();
+        // A slower attempt, counted earlier, finishing after the lock with its 5 s slow-down.
+        accounts::throttle_lock(&conn, "staff", "a@b.co", 5).unwrap();
+        assert_eq!(locked(&conn).unwrap(), Some(900));
+        accounts::throttle_lock(&conn, "staff", "a@b.co", 1_000).unwrap();
+        assert_eq!(locked(&conn).unwrap(), Some(1_000));
+        let _ = std::fs::remove_dir_all(path);
+    }
+
+    #[test]
     fn each_staff_members_unread_count_follows_every_change_of_their_rows() {
         use super::messages as m;
         // A database from before the count: it is counted when the migration runs.
