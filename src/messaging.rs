@@ -509,17 +509,28 @@ pub fn patient_reads(
     client: &str,
     now: i64,
 ) -> Result<(Thread, Vec<ShownMessage>), AppError> {
-    let thread = messages::thread_for_patient(&pool.get(), caller.patient_id, thread_id)?
-        .ok_or(AppError::NotFound)?;
-    let account_id = caller.account_id;
+    let thread = portal_thread(pool, caller, thread_id)?;
     read_thread(
         pool,
         thread,
         Actor::portal(caller.account_id, client),
         false,
         now,
-        move |tx, id| messages::mark_read_portal(tx, id, account_id).map(|_| ()),
+        portal_read_marker(caller),
     )
+}
+
+/// A thread of the caller's patient; not found for any other.
+fn portal_thread(pool: &Pool, caller: PortalCaller, thread_id: i64) -> Result<Thread, AppError> {
+    messages::thread_for_patient(&pool.get(), caller.patient_id, thread_id)?
+        .ok_or(AppError::NotFound)
+}
+
+/// Marks a thread read for the portal caller's account (see `write_view`).
+fn portal_read_marker(
+    caller: PortalCaller,
+) -> impl FnOnce(&Connection, i64) -> rusqlite::Result<()> + Send + 'static {
+    move |tx, id| messages::mark_read_portal(tx, id, caller.account_id).map(|_| ())
 }
 
 /// The write of `patient_reads` alone, without reading the messages, for a thread the caller
@@ -533,15 +544,10 @@ pub fn patient_view_written(
     client: &str,
     now: i64,
 ) -> Result<(), AppError> {
-    let thread = messages::thread_for_patient(&pool.get(), caller.patient_id, thread_id)?
-        .ok_or(AppError::NotFound)?;
-    let (patient_id, account_id) = (thread.patient_id, caller.account_id);
-    let actor = Actor::portal(account_id, client);
-    pool.write_together(move |tx| {
-        write_view(tx, &actor, thread_id, patient_id, now, |tx, id| {
-            messages::mark_read_portal(tx, id, account_id).map(|_| ())
-        })
-    })?;
+    let patient_id = portal_thread(pool, caller, thread_id)?.patient_id;
+    let actor = Actor::portal(caller.account_id, client);
+    let mark_read = portal_read_marker(caller);
+    pool.write_together(move |tx| write_view(tx, &actor, thread_id, patient_id, now, mark_read))?;
     Ok(())
 }
 

@@ -27,8 +27,13 @@ impl Thread {
     }
 }
 
-const THREAD_COLUMNS: &str =
-    "t.id, t.patient_id, t.subject, t.visible_count, t.last_visible_at, t.with_name";
+/// A thread's columns (see `thread_from_row`), as a literal so that each statement naming them
+/// is one `concat!`: written at compile time, not formatted on every request.
+macro_rules! thread_columns {
+    () => {
+        "t.id, t.patient_id, t.subject, t.visible_count, t.last_visible_at, t.with_name"
+    };
+}
 
 fn thread_from_row(r: &Row) -> rusqlite::Result<Thread> {
     Ok(Thread {
@@ -152,7 +157,11 @@ pub fn thread_for_patient(
 ) -> rusqlite::Result<Option<Thread>> {
     crate::db::cached_row(
         conn,
-        &format!("SELECT {THREAD_COLUMNS} FROM thread t WHERE t.id = ?1 AND t.patient_id = ?2"),
+        concat!(
+            "SELECT ",
+            thread_columns!(),
+            " FROM thread t WHERE t.id = ?1 AND t.patient_id = ?2"
+        ),
         params![thread_id, patient_id],
         thread_from_row,
     )
@@ -166,17 +175,17 @@ pub struct MailboxRow {
     pub unread: bool,
 }
 
-pub(crate) fn mailbox_sql() -> String {
-    format!(
-        "SELECT {THREAD_COLUMNS},
-                t.last_staff_message_id > coalesce((SELECT r.last_read_message_id FROM thread_portal_read r
-                                                    WHERE r.thread_id = t.id AND r.account_id = ?2), 0)
-           FROM thread t
-          WHERE t.patient_id = ?1
-          ORDER BY t.last_visible_at DESC, t.id DESC
-          LIMIT ?3 OFFSET ?4"
-    )
-}
+pub(crate) const MAILBOX_SQL: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    ",
+            t.last_staff_message_id > coalesce((SELECT r.last_read_message_id FROM thread_portal_read r
+                                                WHERE r.thread_id = t.id AND r.account_id = ?2), 0)
+       FROM thread t
+      WHERE t.patient_id = ?1
+      ORDER BY t.last_visible_at DESC, t.id DESC
+      LIMIT ?3 OFFSET ?4"
+);
 
 /// The patient's threads, newest activity first, one page at a time (plus whether more follow).
 pub fn mailbox(
@@ -186,7 +195,7 @@ pub fn mailbox(
     page: u32,
     per_page: u32,
 ) -> rusqlite::Result<(Vec<MailboxRow>, bool)> {
-    let mut stmt = conn.prepare_cached(&mailbox_sql())?;
+    let mut stmt = conn.prepare_cached(MAILBOX_SQL)?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
     let rows = stmt.query_map(
         params![patient_id, account_id, i64::from(per_page) + 1, offset],
@@ -343,8 +352,8 @@ pub fn thread_for_staff(
     thread_id: i64,
 ) -> rusqlite::Result<Option<Thread>> {
     crate::db::cached_row(conn,
-        &format!(
-            "SELECT {THREAD_COLUMNS} FROM thread t
+        concat!(
+            "SELECT ", thread_columns!(), " FROM thread t
               WHERE t.id = ?1
                 AND (?3 >= 2 OR EXISTS (SELECT 1 FROM thread_staff ts WHERE ts.thread_id = t.id AND ts.staff_id = ?2))"
         ),
@@ -476,8 +485,10 @@ pub fn set_archived(
 
 /// Every thread with one patient, for the patient page, newest first.
 pub fn threads_of_patient(conn: &Connection, patient_id: i64) -> rusqlite::Result<Vec<Thread>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {THREAD_COLUMNS} FROM thread t WHERE t.patient_id = ?1
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        thread_columns!(),
+        " FROM thread t WHERE t.patient_id = ?1
           ORDER BY t.last_visible_at DESC, t.id DESC LIMIT 200"
     ))?;
     let rows = stmt.query_map([patient_id], thread_from_row)?;

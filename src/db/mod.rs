@@ -959,7 +959,7 @@ mod tests {
         let conn = data.connect().unwrap();
         let mailbox = plan(
             &conn,
-            &super::messages::mailbox_sql(),
+            super::messages::MAILBOX_SQL,
             rusqlite::params![1, 1, 21, 0],
         );
         assert!(
